@@ -1,0 +1,61 @@
+# dma-buf physical memory export (dma_buf_get_memory()) for Rust-for-Linux.
+#
+#   make run     build the patched kernel, boot it in QEMU, show a dma-buf
+#                exported, imported and revoked
+#   make check   build everything, run every test, print "N passed, N failed"
+#
+# The kernel's kbuild reads ./Kbuild (not this file) when it builds the
+# out-of-tree module with `make -C $KDIR M=$PWD`.
+
+SHELL := /bin/bash
+S := scripts
+OUT ?= $(CURDIR)/out
+
+.PHONY: all deps kernel guest check run shell series export-patches reset-tree \
+	clean cache-clean host-test
+
+all: check
+
+deps:
+	@$(S)/deps.sh
+
+kernel: deps
+	@$(S)/kernel.sh >/dev/null
+
+guest: kernel
+	@$(S)/build-guest.sh $(OUT)
+
+check:
+	@$(S)/check.sh
+
+run: guest
+	@$(S)/run-demo.sh $(OUT)
+
+# An interactive shell in the guest (Ctrl-a x leaves QEMU).
+shell: guest
+	@$(S)/qemu.sh shell $$(cat $${DMABUF_CACHE:-$$HOME/.cache/dmabuf-memory}/current-build)/arch/x86/boot/bzImage \
+		$(OUT)/initramfs.cpio.gz $(OUT)/shell
+
+host-test:
+	cargo test --workspace
+
+# Patch workflow (see README): commit in the cached kernel tree, then
+# export-patches writes those commits back to patches/.
+export-patches:
+	@$(S)/series.sh export
+
+reset-tree:
+	@$(S)/series.sh reset
+
+# The full upstream-style series (C patches + Rust overlay as a patch +
+# cover letter) in $(OUT)/series.
+series:
+	@$(S)/series.sh full $(OUT)/series
+
+clean:
+	rm -rf $(OUT) target src/*.o src/*.ko src/*.mod* src/.*.cmd .*.cmd \
+		Module.symvers modules.order src/modules.order
+
+# Removes the kernel source and build trees (a cold build follows).
+cache-clean:
+	rm -rf $${DMABUF_CACHE:-$$HOME/.cache/dmabuf-memory}

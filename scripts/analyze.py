@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Judge one guest run from its two logs.
+
+console.log  the kernel console (ttyS0): KTAP from KUnit, splats.
+results.log  the results port (ttyS1): "### begin NAME" ... "### end NAME rc=N"
+             sections written by guest/init, TAP from the userspace tests.
+
+Every KUnit case, every userspace TAP line and a few whole-run checks
+(module loads/unloads, no kmemleak report, no unexpected kernel report, the
+guest finished) count as tests. Prints a report and a last line
+"GUEST passed=N failed=N skipped=N" for scripts/check.sh; exits 1 on any
+failure.
+
+Kernel reports a test provokes on purpose are bracketed in the console by
+"dmabuf-test: expect-begin KIND" / "dmabuf-test: expect-end KIND" lines (the
+tests write them to /dev/kmsg). Inside such a window the reports of that KIND
+are expected and counted, not failures; outside, every report fails the run.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+TS = r'(?:\[\s*\d+\.\d+\]\s*)?'
+MARK = re.compile(TS + r'dmabuf-test: expect-(begin|end) (\S+)')
+KTAP_TOP = re.compile(TS + r'KTAP version \d+\s*$')
+
+# Kernel reports that fail a run. Each: (kind, regex). The kind names what an
+# expect window may allow.
+REPORTS = [
+    ('warn', re.compile(r'WARNING: CPU: \d+ PID: \d+')),
+    ('lockdep', re.compile(r'WARNING: (possible circular locking|possible recursive locking|'
+                           r'inconsistent lock state|suspicious RCU usage|lock held when returning)|'
+                           r'DEBUG_LOCKS_WARN_ON|INFO: trying to register non-static key')),
+    ('kasan', re.compile(r'BUG: KASAN: |KASAN: .*(out-of-bounds|use-after-free)')),
+    ('bug', re.compile(r'\bBUG: |kernel BUG at|Oops: |general protection fault|Kernel panic')),
+    ('kmemleak', re.compile(r'kmemleak: \d+ new suspected memory leaks')),
+    ('ubsan', re.compile(r'UBSAN: ')),
+    ('stall', re.compile(r'rcu: INFO: .*detected stalls|blocked for more than \d+ seconds|'
+                         r'soft lockup|hard LOCKUP')),
+    ('dmar-fault', re.compile(r'DMAR: \[DMA (Read|Write)')),
+]
+
+
+class Tally:
+    def __init__(self):
+        self.passed = self.failed = self.skipped = 0
+        self.failures = []
+
+    def add(self, source, name, ok, detail=None, skipped=False):
+        if skipped:
+            self.skipped += 1
+            return
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+            self.failures.append((source, name, detail))
+
+
+def read_lines(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, 'r', errors='replace') as f:
+        return [l.rstrip('\r\n').replace('\r', '') for l in f]
+
+
+def ktap_segments(lines):
+    """Split the console into one chunk per top-level KTAP run (boot, each insmod)."""
+    starts = [i for i, l in enumerate(lines) if KTAP_TOP.fullmatch(l)]
+    for n, s in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(lines)
+        yield lines[s:end]
+
+
+def count_kunit(test, tally, path=''):
+    """Walk kunit.py's JSON: count leaf cases."""
+    name = f"{path}.{test['name']}" if path else test['name']
+    subs = test.get('sub_groups') or []
+    cases = test.get('test_cases') or []
+    if not subs and not cases:
+        return
+    for case in cases:
+        status = case.get('status')
+        cname = f"{name}.{case['name']}"
+        if status == 'SKIP':
+            tally.add('kunit', cname, True, skipped=True)
+        else:
+            tally.add('kunit', cname, status == 'PASS', status)
+    for sub in subs:
+        count_kunit(sub, tally, name)
+
+
+def parse_kunit(console, kunit_py, tally, report):
+    runs = 0
+    for seg in ktap_segments(console):
+        runs += 1
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, 'ktap.log')
+            js = os.path.join(tmp, 'ktap.json')
+            with open(src, 'w') as f:
+                f.write('\n'.join(seg) + '\n')
+            p = subprocess.run([sys.executable, kunit_py, 'parse', '--json', js, src],
+                               capture_output=True, text=True)
+            summary = [l for l in p.stdout.splitlines() if 'Ran ' in l or 'Testing complete' in l]
+            if not os.path.exists(js):
+                tally.add('kunit', f'run {runs}', False, 'kunit.py parse failed:\n' + p.stdout[-2000:])
+                continue
+            with open(js) as f:
+                data = json.load(f)
+        before = (tally.passed, tally.failed, tally.skipped)
+        for group in data.get('test_groups', []):
+            count_kunit(group, tally)
+        d = [a - b for a, b in zip((tally.passed, tally.failed, tally.skipped), before)]
+        suites = [g['name'] for g in data.get('test_groups', [])]
+        report.append(f"kunit run {runs}: {d[0]} passed, {d[1]} failed, {d[2]} skipped "
+                      f"({', '.join(suites)})")
+        if d[1] or p.returncode:
+            report.extend('    ' + l for l in p.stdout.splitlines() if 'FAIL' in l or 'CRASH' in l)
+    if runs == 0:
+        tally.add('kunit', 'KTAP output', False, 'no KTAP output in the console log')
+
+
+def sections(results):
+    out, cur, body = {}, None, []
+    for l in results:
+        if l.startswith('### begin '):
+            cur, body = l[len('### begin '):].strip(), []
+        elif l.startswith('### end ') and cur:
+            m = re.search(r'rc=(-?\d+)', l)
+            out[cur] = (int(m.group(1)) if m else -1, body)
+            cur = None
+        elif cur is not None:
+            body.append(l)
+    if cur is not None:
+        out[cur] = (None, body)   # began, never ended: the guest died inside
+    return out
+
+
+TAP_LINE = re.compile(r'^(not ok|ok)\s+(\d+)\s*(?:-\s*)?(.*)$')
+
+
+def parse_tap(name, rc, body, tally, report):
+    n = [0, 0, 0]
+    for l in body:
+        m = TAP_LINE.match(l)
+        if not m:
+            continue
+        desc = m.group(3)
+        skip = bool(re.search(r'#\s*SKIP', desc, re.I))
+        ok = m.group(1) == 'ok'
+        tally.add(name, desc, ok, None, skipped=skip and ok)
+        n[2 if skip and ok else (0 if ok else 1)] += 1
+    if sum(n) == 0:
+        tally.add(name, 'produced TAP', False, '\n'.join(body[-20:]))
+    if rc is None:
+        tally.add(name, 'finished', False, 'the guest stopped inside this test')
+    elif rc != 0 and n[1] == 0:
+        tally.add(name, 'exit status', False, f'rc={rc} with no failing case:\n' + '\n'.join(body[-20:]))
+    report.append(f"{name}: {n[0]} passed, {n[1]} failed, {n[2]} skipped (rc={rc})")
+
+
+def scan_reports(console, tally, report):
+    windows = {}   # kind -> open count
+    expected = {}
+    unexpected = []
+    in_splat_until = -1
+    for i, l in enumerate(console):
+        m = MARK.search(l)
+        if m:
+            kind = m.group(2)
+            windows[kind] = windows.get(kind, 0) + (1 if m.group(1) == 'begin' else -1)
+            continue
+        for kind, rx in REPORTS:
+            if not rx.search(l):
+                continue
+            allowed = windows.get(kind, 0) > 0
+            if allowed:
+                expected[kind] = expected.get(kind, 0) + 1
+            elif i > in_splat_until:
+                unexpected.append(i)
+                in_splat_until = i + 3
+            break
+    for kind, c in sorted(expected.items()):
+        report.append(f"expected kernel reports: {c} x {kind}")
+    if unexpected:
+        detail = []
+        for i in unexpected[:5]:
+            detail.append('\n'.join(console[max(0, i - 2):i + 40]))
+        tally.add('kernel log', 'no unexpected WARN/BUG/lockdep/KASAN/kmemleak/DMAR report',
+                  False, '\n----\n'.join(detail))
+    else:
+        tally.add('kernel log', 'no unexpected WARN/BUG/lockdep/KASAN/kmemleak/DMAR report', True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('outdir')
+    ap.add_argument('--kunit-py', required=True)
+    ap.add_argument('--expect', default='insmod,rmmod,smoke,iommufd_selftest,kmemleak',
+                    help='sections the guest must have produced')
+    a = ap.parse_args()
+
+    console = read_lines(os.path.join(a.outdir, 'console.log'))
+    results = read_lines(os.path.join(a.outdir, 'results.log'))
+    tally, report = Tally(), []
+
+    parse_kunit(console, a.kunit_py, tally, report)
+    secs = sections(results)
+    for name in a.expect.split(','):
+        if name not in secs:
+            tally.add('guest', name, False, 'section missing from the results port')
+            continue
+        rc, body = secs[name]
+        if name in ('insmod', 'rmmod', 'bind'):
+            tally.add('guest', f'{name} succeeds', rc == 0, '\n'.join(body[-20:]))
+            report.append(f"{name}: rc={rc}")
+        elif name == 'kmemleak':
+            leaks = [l for l in body if 'unreferenced object' in l]
+            tally.add('kmemleak', 'no leaked objects', not leaks, '\n'.join(body[:60]))
+            report.append(f"kmemleak: {len(leaks)} unreferenced objects")
+        else:
+            parse_tap(name, rc, body, tally, report)
+    tally.add('guest', 'ran to the end', any(l.startswith('### done') for l in results),
+              'no "### done" on the results port: timeout, panic or hang; console tail:\n'
+              + '\n'.join(console[-40:]))
+    scan_reports(console, tally, report)
+
+    for l in report:
+        print('  ' + l)
+    for source, name, detail in tally.failures:
+        print(f"FAIL [{source}] {name}")
+        if detail:
+            print('\n'.join('    | ' + x for x in str(detail).splitlines()[:80]))
+    print(f"GUEST passed={tally.passed} failed={tally.failed} skipped={tally.skipped}")
+    return 1 if tally.failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

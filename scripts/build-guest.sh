@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build what runs in the guest against the patched kernel in $KBUILD: the
+# out-of-tree module, the static userspace tool, the upstream iommufd
+# selftest; then pack them with guest/init into OUT/initramfs.cpio.gz.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+out=$1
+KBUILD=${KBUILD:-$(cat "$CACHE/current-build")}
+TREE="$CACHE/linux"
+
+cpu_lock
+log "module: make -C $KBUILD M=$TOP"
+"${KMAKE[@]}" -s -C "$KBUILD" M="$TOP" modules
+
+log "tools: dmabuf-tool (static, musl)"
+cargo build --quiet --release --target x86_64-unknown-linux-musl -p dmabuf-tool
+tool="$TOP/target/x86_64-unknown-linux-musl/release/dmabuf-tool"
+
+log "selftests: iommufd (static, patched headers)"
+st="$CACHE/selftests/iommu"
+mkdir -p "$st"
+make -s -C "$TREE/tools/testing/selftests/iommu" OUTPUT="$st" \
+	KHDR_INCLUDES="-isystem $KBUILD/usr/include" USERLDFLAGS=-static \
+	"$st/iommufd" 2>&1 | grep -v 'warning: Using .* in statically linked' >&2 || true
+[ -x "$st/iommufd" ] || die "iommufd selftest did not build"
+
+"$TOP/scripts/initramfs.sh" "$out/initramfs.cpio.gz" \
+	"$TOP/src/dmabuf_memory.ko:lib/modules/dmabuf_memory.ko" \
+	"$tool:bin/dmabuf-tool" \
+	"$st/iommufd:bin/iommufd"
+log "initramfs: $out/initramfs.cpio.gz ($(du -h "$out/initramfs.cpio.gz" | cut -f1))"

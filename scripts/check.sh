@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `make check`: install what is missing, build the patched kernel, the module,
+# the guest tools and the upstream selftests, run the host tests, boot QEMU,
+# run every guest test, and print one final line "N passed, N failed".
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+OUT=${DMABUF_OUT:-$TOP/out}
+mkdir -p "$OUT"
+declare -a TIMES
+passed=0 failed=0 skipped=0
+t0=$(date +%s)
+
+stage() {	# stage NAME CMD...: run a stage, record its time, stop on failure
+	local name=$1 s e rc
+	shift
+	s=$(date +%s)
+	"$@"
+	rc=$?
+	e=$(date +%s)
+	TIMES+=("$(printf '%-14s %5ss' "$name" $((e - s)))")
+	if [ $rc != 0 ]; then
+		log "stage '$name' failed (rc=$rc)"
+		failed=$((failed + 1))
+		finish
+	fi
+}
+
+finish() {
+	log "stage times:"
+	printf '  %s\n' "${TIMES[@]}" >&2
+	log "total $(( $(date +%s) - t0 ))s"
+	echo "$passed passed, $failed failed${skipped:+, $skipped skipped}"
+	[ "$failed" = 0 ]
+	exit $?
+}
+
+host_tests() {
+	cargo test --workspace --quiet 2>&1 | tee "$OUT/cargo-test.log" | grep -E '^(test result|error|failures)' || true
+	local p f
+	p=$(awk '/^test result:/ { s += $4 } END { print s + 0 }' "$OUT/cargo-test.log")
+	f=$(awk '/^test result:/ { s += $6 } END { print s + 0 }' "$OUT/cargo-test.log")
+	log "host cargo test: $p passed, $f failed"
+	passed=$((passed + p)) failed=$((failed + f))
+	grep -q '^test result:' "$OUT/cargo-test.log" || { failed=$((failed + 1)); return 1; }
+	[ "$f" = 0 ]
+}
+
+guest_run() {
+	local rc line
+	"$TOP/scripts/qemu.sh" check "$KBUILD/arch/x86/boot/bzImage" "$OUT/initramfs.cpio.gz" \
+		"$OUT/guest" "${DMABUF_TIMEOUT:-1500}"
+	log "guest: qemu exited rc=$?; analysing $OUT/guest"
+	python3 "$TOP/scripts/analyze.py" "$OUT/guest" \
+		--kunit-py "$CACHE/linux/tools/testing/kunit/kunit.py" | tee "$OUT/guest/summary.txt"
+	rc=${PIPESTATUS[0]}
+	line=$(grep '^GUEST ' "$OUT/guest/summary.txt")
+	[[ $line =~ passed=([0-9]+)\ failed=([0-9]+)\ skipped=([0-9]+) ]] || { failed=$((failed + 1)); return 1; }
+	passed=$((passed + BASH_REMATCH[1])) failed=$((failed + BASH_REMATCH[2]))
+	skipped=$((skipped + BASH_REMATCH[3]))
+	return 0	# counted above; failures are reported in the final line
+}
+
+stage deps "$TOP/scripts/deps.sh"
+stage fetch "$TOP/scripts/fetch-kernel.sh"
+stage kernel "$TOP/scripts/kernel.sh" >/dev/null
+KBUILD=$(cat "$CACHE/current-build")
+export KBUILD
+stage module+tools "$TOP/scripts/build-guest.sh" "$OUT"
+stage host-tests host_tests
+stage boot+tests guest_run
+finish

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Build the patched kernel in the cache, incrementally.
+#
+#   $CACHE/linux          git tree: tag `pristine` = Debian's source, branch
+#                         `series` = pristine + patches/*.patch, and the Rust
+#                         overlay (rust/ of this repo) copied in as new files.
+#   $CACHE/build-<key>    O= build tree, one per (kernel version, config).
+#   $CACHE/build-<key>/.stamp  hash of version + series + overlay + config of
+#                         the last good build: equal means nothing to do.
+#
+# Prints the path of the build tree on stdout.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+"$TOP/scripts/fetch-kernel.sh"
+TREE="$CACHE/linux"
+FRAGMENT="$TOP/kernel/config.fragment"
+cd "$TREE"
+
+hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+overlay_files() { (cd "$TOP/rust" && find . -type f ! -name README.md | sort); }
+
+# --- 1. the patch series -------------------------------------------------
+series_hash=$(hash_of "$TOP"/patches/*.patch)
+applied=$(cat .git/dmabuf-series 2>/dev/null || true)
+if [ "$applied" != "$series_hash $(git rev-parse HEAD)" ]; then
+	if [ -n "$applied" ] && [ "${applied#* }" != "$(git rev-parse HEAD)" ]; then
+		die "$TREE has commits that are not in patches/ (HEAD moved since the series was applied).
+  Export them first:  make export-patches   (or discard them: make reset-tree)"
+	fi
+	if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+		die "$TREE has uncommitted changes to tracked files; commit them and run
+  make export-patches, or discard them with make reset-tree"
+	fi
+	log "series: applying $(ls "$TOP"/patches/*.patch | wc -l) patches onto pristine"
+	git checkout -q series
+	git reset -q --hard pristine
+	git -c user.name=build -c user.email=build@localhost am -q --committer-date-is-author-date \
+		"$TOP"/patches/*.patch || { git am --abort; die "patch series does not apply"; }
+	echo "$series_hash $(git rev-parse HEAD)" > .git/dmabuf-series
+fi
+
+# --- 2. the Rust overlay: new files only ------------------------------------
+overlay_hash=$(cd "$TOP/rust" && overlay_files | xargs -r sha256sum | sha256sum | cut -c1-16)
+for f in $(overlay_files); do
+	if git cat-file -e "HEAD:rust/${f#./}" 2>/dev/null; then
+		die "overlay file rust/${f#./} exists in the kernel tree: change it with a patch"
+	fi
+	mkdir -p "rust/$(dirname "$f")"
+	cmp -s "$TOP/rust/$f" "rust/$f" || cp "$TOP/rust/$f" "rust/$f"
+done
+
+# --- 3. config ------------------------------------------------------------
+kver=$(make -s kernelversion)
+config_key=$(printf '%s %s' "$kver" "$(hash_of "$FRAGMENT")" | sha256sum | cut -c1-12)
+B="$CACHE/build-$config_key"
+if [ ! -f "$B/.config" ]; then
+	log "config: new build tree $B"
+	mkdir -p "$B"
+	"${KMAKE[@]}" -s O="$B" tinyconfig >/dev/null
+	KCONFIG_CONFIG="$B/.config" scripts/kconfig/merge_config.sh -m -O "$B" \
+		"$B/.config" "$FRAGMENT" >/dev/null
+	"${KMAKE[@]}" -s O="$B" olddefconfig >/dev/null
+	bad=0
+	while IFS= read -r line; do
+		case "$line" in CONFIG_*=*) ;; *) continue ;; esac
+		opt=${line%%=*} val=${line#*=}
+		if [ "$val" = n ]; then
+			grep -qx "$opt=y\|$opt=m" "$B/.config" && { echo "  $opt: wanted n" >&2; bad=1; }
+		else
+			grep -qx "$line" "$B/.config" || { echo "  $opt: wanted $val, got $(grep "^$opt=\|# $opt " "$B/.config" || echo unset)" >&2; bad=1; }
+		fi
+	done < "$FRAGMENT"
+	if [ $bad = 1 ]; then
+		mv "$B" "$B.rejected"; rm -rf "$B.rejected"
+		die "Kconfig refused part of kernel/config.fragment (see above)"
+	fi
+	# Only the newest build tree is kept: a config change is a cold build anyway.
+	for old in "$CACHE"/build-*; do
+		[ "$old" = "$B" ] || rm -rf "$old"
+	done
+fi
+
+cpu_lock
+# --- 4. build ---------------------------------------------------------------
+stamp=$(printf '%s\n' "$(cat .pristine-version)" "$series_hash" "$overlay_hash" "$config_key" | sha256sum | cut -c1-16)
+if [ "$(cat "$B/.stamp" 2>/dev/null)" = "$stamp" ] && [ -f "$B/arch/x86/boot/bzImage" ]; then
+	log "kernel: up to date ($(cat .pristine-version), series $series_hash)"
+else
+	log "kernel: building $kver in $B (LLVM=-19, $(nproc) jobs)"
+	"${KMAKE[@]}" -s O="$B" all headers >"$B/build.log" 2>&1 ||
+		{ tail -n 40 "$B/build.log" >&2; die "kernel build failed (log: $B/build.log)"; }
+	echo "$stamp" > "$B/.stamp"
+	log "kernel: built $(cat .pristine-version) + series $series_hash"
+fi
+echo "$B" > "$CACHE/current-build"
+echo "$B"

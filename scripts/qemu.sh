@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Boot the patched kernel under QEMU (TCG) with the test topology.
+# Usage: qemu.sh MODE BZIMAGE INITRD OUTDIR [TIMEOUT_S]
+#   MODE check: console to OUTDIR/console.log only; demo/shell: console on stdout too.
+# The results port (second serial line, /dev/ttyS1 in the guest) goes to
+# OUTDIR/results.log.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+mode=$1 kernel=$2 initrd=$3 out=$4 tmo=${5:-1200}
+mkdir -p "$out"
+rm -f "$out/console.log" "$out/results.log"
+
+append="console=ttyS0 intel_iommu=on iommu.strict=1 panic=-1 oops=panic"
+append+=" dmabuf_mode=$mode"
+case "$mode" in
+check) ;;
+*) append+=" quiet loglevel=4" ;;
+esac
+append+=" ${DMABUF_APPEND:-}"
+
+qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp 2 -m 2048
+	-device intel-iommu
+	-device edu
+	-object memory-backend-ram,id=shm,size=2M -device ivshmem-plain,memdev=shm
+	-device pci-testdev
+	-kernel "$kernel" -initrd "$initrd" -append "$append"
+	-display none -monitor none -no-reboot
+	-chardev "stdio,id=con,signal=off,logfile=$out/console.log"
+	-serial chardev:con -serial "file:$out/results.log")
+
+cpu_lock
+rc=0
+if [ "$mode" = check ]; then
+	timeout -k 10 "$tmo" "${qemu[@]}" </dev/null >/dev/null 2>"$out/qemu.err" || rc=$?
+elif [ "$mode" = shell ]; then
+	"${qemu[@]}" || rc=$?
+else
+	timeout -k 10 "$tmo" "${qemu[@]}" </dev/null 2>"$out/qemu.err" || rc=$?
+fi
+[ $rc = 124 ] && log "qemu: timed out after ${tmo}s"
+exit $rc
