@@ -56,6 +56,8 @@ config_key=$(printf '%s %s' "$kver" "$(hash_of "$FRAGMENT")" | sha256sum | cut -
 B="$CACHE/build-$config_key"
 if [ ! -f "$B/.config" ]; then
 	log "config: new build tree $B"
+	"${KMAKE[@]}" -s rustavailable >/dev/null ||
+		die "make LLVM=-19 rustavailable failed: run scripts/deps.sh"
 	mkdir -p "$B"
 	"${KMAKE[@]}" -s O="$B" tinyconfig >/dev/null
 	KCONFIG_CONFIG="$B/.config" scripts/kconfig/merge_config.sh -m -O "$B" \
