@@ -1,0 +1,239 @@
+//! Command-line parsing (by hand) and the number/size formats the tool reads
+//! and prints.
+
+pub const USAGE: &str = "\
+usage: dmabuf-tool COMMAND
+
+commands:
+  bind                  bind edu, ivshmem and pci-testdev to vfio-pci
+  smoke                 in-guest TAP test of the stock single-range dma-buf path
+  demo                  the same story, told step by step for a person
+  try-map [--bar N] [--iova ADDR] RANGES
+                        export RANGES of ivshmem's BAR N (default 2) as one
+                        dma-buf and try IOMMU_IOAS_MAP_FILE of it at ADDR
+                        (default 0x200000); RANGES is OFFSET+LENGTH[,...],
+                        numbers in decimal or 0x hex with an optional K/M/G
+                        suffix, e.g. 0+4K,64K+4K,1M+4K
+  help                  this text
+";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Bind,
+    Smoke,
+    Demo,
+    TryMap {
+        bar: u32,
+        iova: u64,
+        ranges: Vec<(u64, u64)>,
+    },
+    Help,
+}
+
+/// Parse "4096", "0x1000", "4K", "0x10K", "2M", "1G".
+pub fn parse_u64(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, mult) = match t.as_bytes().last() {
+        Some(b'k' | b'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&t[..t.len() - 1], 1u64 << 20),
+        Some(b'g' | b'G') => (&t[..t.len() - 1], 1u64 << 30),
+        _ => (t, 1),
+    };
+    let v = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        u64::from_str_radix(hex, 16)
+    } else {
+        digits.parse::<u64>()
+    }
+    .map_err(|_| format!("not a number: {s:?}"))?;
+    v.checked_mul(mult)
+        .ok_or_else(|| format!("number too large: {s:?}"))
+}
+
+/// Parse "OFFSET+LENGTH[,OFFSET+LENGTH...]". Alignment and bounds are left
+/// to the kernel: the point of the tool is to see what it says.
+pub fn parse_ranges(s: &str) -> Result<Vec<(u64, u64)>, String> {
+    if s.trim().is_empty() {
+        return Err("empty range list".into());
+    }
+    s.split(',')
+        .map(|r| {
+            let (off, len) = r
+                .split_once('+')
+                .ok_or_else(|| format!("range {r:?} is not OFFSET+LENGTH"))?;
+            Ok((parse_u64(off)?, parse_u64(len)?))
+        })
+        .collect()
+}
+
+/// Parse the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let mut it = args.iter();
+    let cmd = it.next().map(String::as_str);
+    let rest: Vec<&String> = it.collect();
+    let no_more = |c: Command| {
+        if rest.is_empty() {
+            Ok(c)
+        } else {
+            Err(format!("unexpected argument {:?}", rest[0]))
+        }
+    };
+    match cmd {
+        None | Some("help" | "-h" | "--help") => Ok(Command::Help),
+        Some("bind") => no_more(Command::Bind),
+        Some("smoke") => no_more(Command::Smoke),
+        Some("demo") => no_more(Command::Demo),
+        Some("try-map") => {
+            let mut bar = 2u32;
+            let mut iova = 0x20_0000u64;
+            let mut ranges = None;
+            let mut i = 0;
+            while i < rest.len() {
+                let a = rest[i].as_str();
+                let mut value = || {
+                    i += 1;
+                    rest.get(i)
+                        .map(|s| s.as_str())
+                        .ok_or_else(|| format!("{a} needs a value"))
+                };
+                match a {
+                    "--bar" => {
+                        let v = value()?;
+                        bar = v.parse().map_err(|_| format!("bad BAR number {v:?}"))?;
+                    }
+                    "--iova" => iova = parse_u64(value()?)?,
+                    _ if a.starts_with('-') => return Err(format!("unknown option {a:?}")),
+                    _ if ranges.is_none() => ranges = Some(parse_ranges(a)?),
+                    _ => return Err(format!("unexpected argument {a:?}")),
+                }
+                i += 1;
+            }
+            let ranges = ranges.ok_or("try-map needs RANGES")?;
+            Ok(Command::TryMap { bar, iova, ranges })
+        }
+        Some(other) => Err(format!("unknown command {other:?}")),
+    }
+}
+
+/// "4 KiB", "2 MiB", or hex when not a whole number of KiB.
+pub fn size(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (u, name) in UNITS {
+        if n >= u && n % u == 0 {
+            return format!("{} {name}", n / u);
+        }
+    }
+    format!("{n:#x} bytes")
+}
+
+/// "[0x0, 0x10000)".
+pub fn span(start: u64, len: u64) -> String {
+    format!("[{start:#x}, {:#x})", start.saturating_add(len))
+}
+
+/// The first `max` bytes in hex, with "..." when there are more.
+pub fn hex_preview(bytes: &[u8], max: usize) -> String {
+    let mut s = bytes
+        .iter()
+        .take(max)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if bytes.len() > max {
+        s.push_str(" ...");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_u64("4096"), Ok(4096));
+        assert_eq!(parse_u64("0x1000"), Ok(0x1000));
+        assert_eq!(parse_u64("4K"), Ok(4096));
+        assert_eq!(parse_u64("64k"), Ok(0x10000));
+        assert_eq!(parse_u64("1M"), Ok(0x10_0000));
+        assert_eq!(parse_u64("0x2M"), Ok(0x20_0000));
+        assert_eq!(parse_u64("1G"), Ok(1 << 30));
+        assert_eq!(parse_u64("0"), Ok(0));
+        assert!(parse_u64("").is_err());
+        assert!(parse_u64("K").is_err());
+        assert!(parse_u64("12q").is_err());
+        assert!(parse_u64("-1").is_err());
+        assert!(parse_u64("0xffffffffffffffffK").is_err());
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            parse_ranges("0+4K,64K+4K,1M+4K"),
+            Ok(vec![(0, 0x1000), (0x10000, 0x1000), (0x10_0000, 0x1000)])
+        );
+        assert_eq!(parse_ranges("0x800+0x1000"), Ok(vec![(0x800, 0x1000)]));
+        assert_eq!(parse_ranges("0+0"), Ok(vec![(0, 0)]));
+        assert!(parse_ranges("").is_err());
+        assert!(parse_ranges("0").is_err());
+        assert!(parse_ranges("0+4K,").is_err());
+        assert!(parse_ranges("a+b").is_err());
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse(&v(&[])), Ok(Command::Help));
+        assert_eq!(parse(&v(&["--help"])), Ok(Command::Help));
+        assert_eq!(parse(&v(&["bind"])), Ok(Command::Bind));
+        assert_eq!(parse(&v(&["smoke"])), Ok(Command::Smoke));
+        assert_eq!(parse(&v(&["demo"])), Ok(Command::Demo));
+        assert!(parse(&v(&["smoke", "extra"])).is_err());
+        assert!(parse(&v(&["frobnicate"])).is_err());
+        assert_eq!(
+            parse(&v(&["try-map", "0+64K"])),
+            Ok(Command::TryMap {
+                bar: 2,
+                iova: 0x20_0000,
+                ranges: vec![(0, 0x10000)]
+            })
+        );
+        assert_eq!(
+            parse(&v(&[
+                "try-map",
+                "--bar",
+                "0",
+                "--iova",
+                "0x400000",
+                "0+4K,1M+4K"
+            ])),
+            Ok(Command::TryMap {
+                bar: 0,
+                iova: 0x40_0000,
+                ranges: vec![(0, 0x1000), (0x10_0000, 0x1000)]
+            })
+        );
+        assert!(parse(&v(&["try-map"])).is_err());
+        assert!(parse(&v(&["try-map", "--bar"])).is_err());
+        assert!(parse(&v(&["try-map", "--bar", "x", "0+4K"])).is_err());
+        assert!(parse(&v(&["try-map", "--what", "0+4K"])).is_err());
+        assert!(parse(&v(&["try-map", "0+4K", "0+8K"])).is_err());
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(size(4096), "4 KiB");
+        assert_eq!(size(0x20_0000), "2 MiB");
+        assert_eq!(size(1 << 30), "1 GiB");
+        assert_eq!(size(0x200), "0x200 bytes");
+        assert_eq!(size(0), "0x0 bytes");
+        assert_eq!(span(0x3000, 0x200), "[0x3000, 0x3200)");
+        assert_eq!(hex_preview(&[1, 0xab, 3], 8), "01 ab 03");
+        assert_eq!(hex_preview(&[1, 2, 3], 2), "01 02 ...");
+    }
+}

@@ -1,0 +1,397 @@
+//! Linux uAPI definitions and the raw system calls behind them.
+//!
+//! Structs and ioctl numbers are transcribed from Linux 7.3
+//! `include/uapi/linux/vfio.h` and `include/uapi/linux/iommufd.h`; each struct
+//! size is checked at compile time against the size the header gives. Every
+//! `unsafe` system call of the tool lives here (and in `mmap.rs`), behind a
+//! safe function.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+/// `_IO(type, nr)` from `include/uapi/asm-generic/ioctl.h`: direction and size
+/// are zero, so the number is `type << 8 | nr`. VFIO and iommufd encode every
+/// ioctl this way and carry the size in the struct's first field instead.
+pub const fn io(ty: u8, nr: u8) -> u32 {
+    ((ty as u32) << 8) | nr as u32
+}
+
+// ---------------------------------------------------------------------------
+// vfio.h
+
+pub const VFIO_TYPE: u8 = b';';
+pub const VFIO_BASE: u8 = 100;
+
+pub const VFIO_DEVICE_GET_REGION_INFO: u32 = io(VFIO_TYPE, VFIO_BASE + 8);
+pub const VFIO_DEVICE_FEATURE: u32 = io(VFIO_TYPE, VFIO_BASE + 17);
+pub const VFIO_DEVICE_BIND_IOMMUFD: u32 = io(VFIO_TYPE, VFIO_BASE + 18);
+pub const VFIO_DEVICE_ATTACH_IOMMUFD_PT: u32 = io(VFIO_TYPE, VFIO_BASE + 19);
+
+pub const VFIO_REGION_INFO_FLAG_READ: u32 = 1 << 0;
+pub const VFIO_REGION_INFO_FLAG_WRITE: u32 = 1 << 1;
+pub const VFIO_REGION_INFO_FLAG_MMAP: u32 = 1 << 2;
+
+/// `enum { VFIO_PCI_BAR0_REGION_INDEX, ..., VFIO_PCI_ROM_REGION_INDEX = 6,
+/// VFIO_PCI_CONFIG_REGION_INDEX = 7, ... }`.
+pub const VFIO_PCI_ROM_REGION_INDEX: u32 = 6;
+pub const VFIO_PCI_CONFIG_REGION_INDEX: u32 = 7;
+
+pub const VFIO_DEVICE_FEATURE_GET: u32 = 1 << 16;
+pub const VFIO_DEVICE_FEATURE_DMA_BUF: u32 = 11;
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VfioDeviceBindIommufd {
+    pub argsz: u32,
+    pub flags: u32,
+    pub iommufd: i32,
+    pub out_devid: u32,
+    pub token_uuid_ptr: u64,
+}
+const _: () = assert!(size_of::<VfioDeviceBindIommufd>() == 24);
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VfioDeviceAttachIommufdPt {
+    pub argsz: u32,
+    pub flags: u32,
+    pub pt_id: u32,
+    pub pasid: u32,
+}
+const _: () = assert!(size_of::<VfioDeviceAttachIommufdPt>() == 16);
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VfioRegionInfo {
+    pub argsz: u32,
+    pub flags: u32,
+    pub index: u32,
+    pub cap_offset: u32,
+    pub size: u64,
+    pub offset: u64,
+}
+const _: () = assert!(size_of::<VfioRegionInfo>() == 32);
+
+/// `struct vfio_device_feature` without its flexible `__u8 data[]`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VfioDeviceFeature {
+    pub argsz: u32,
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<VfioDeviceFeature>() == 8);
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VfioRegionDmaRange {
+    pub offset: u64,
+    pub length: u64,
+}
+const _: () = assert!(size_of::<VfioRegionDmaRange>() == 16);
+
+/// `struct vfio_device_feature_dma_buf` without its flexible
+/// `struct vfio_region_dma_range dma_ranges[]`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VfioDeviceFeatureDmaBuf {
+    pub region_index: u32,
+    pub open_flags: u32,
+    pub flags: u32,
+    pub nr_ranges: u32,
+}
+const _: () = assert!(size_of::<VfioDeviceFeatureDmaBuf>() == 16);
+
+/// The argument of `VFIO_DEVICE_FEATURE` with `GET | DMA_BUF`, laid out as the
+/// kernel reads it: `vfio_device_feature` header, `vfio_device_feature_dma_buf`
+/// in its `data[]`, then `nr_ranges` ranges. `argsz` covers all of it.
+pub fn dma_buf_feature_arg(
+    region_index: u32,
+    open_flags: u32,
+    ranges: &[VfioRegionDmaRange],
+) -> Vec<u8> {
+    let len =
+        size_of::<VfioDeviceFeature>() + size_of::<VfioDeviceFeatureDmaBuf>() + size_of_val(ranges);
+    let mut buf = Vec::with_capacity(len);
+    let words32 = [
+        len as u32,                                            // argsz
+        VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF, // flags
+        region_index,
+        open_flags,
+        0, // flags: must be 0
+        ranges.len() as u32,
+    ];
+    for w in words32 {
+        buf.extend_from_slice(&w.to_ne_bytes());
+    }
+    for r in ranges {
+        buf.extend_from_slice(&r.offset.to_ne_bytes());
+        buf.extend_from_slice(&r.length.to_ne_bytes());
+    }
+    debug_assert_eq!(buf.len(), len);
+    buf
+}
+
+// ---------------------------------------------------------------------------
+// iommufd.h
+
+pub const IOMMUFD_TYPE: u8 = b';';
+pub const IOMMUFD_CMD_DESTROY: u8 = 0x80;
+pub const IOMMUFD_CMD_IOAS_ALLOC: u8 = 0x81;
+pub const IOMMUFD_CMD_IOAS_MAP: u8 = 0x85;
+pub const IOMMUFD_CMD_IOAS_UNMAP: u8 = 0x86;
+pub const IOMMUFD_CMD_IOAS_MAP_FILE: u8 = 0x8f;
+
+pub const IOMMU_DESTROY: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_DESTROY);
+pub const IOMMU_IOAS_ALLOC: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_ALLOC);
+pub const IOMMU_IOAS_MAP: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_MAP);
+pub const IOMMU_IOAS_UNMAP: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_UNMAP);
+pub const IOMMU_IOAS_MAP_FILE: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_MAP_FILE);
+
+/// `enum iommufd_ioas_map_flags`.
+pub const IOMMU_IOAS_MAP_FIXED_IOVA: u32 = 1 << 0;
+pub const IOMMU_IOAS_MAP_WRITEABLE: u32 = 1 << 1;
+pub const IOMMU_IOAS_MAP_READABLE: u32 = 1 << 2;
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuDestroy {
+    pub size: u32,
+    pub id: u32,
+}
+const _: () = assert!(size_of::<IommuDestroy>() == 8);
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuIoasAlloc {
+    pub size: u32,
+    pub flags: u32,
+    pub out_ioas_id: u32,
+}
+const _: () = assert!(size_of::<IommuIoasAlloc>() == 12);
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuIoasMap {
+    pub size: u32,
+    pub flags: u32,
+    pub ioas_id: u32,
+    pub __reserved: u32,
+    pub user_va: u64,
+    pub length: u64,
+    pub iova: u64,
+}
+const _: () = assert!(size_of::<IommuIoasMap>() == 40);
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuIoasMapFile {
+    pub size: u32,
+    pub flags: u32,
+    pub ioas_id: u32,
+    pub fd: i32,
+    pub start: u64,
+    pub length: u64,
+    pub iova: u64,
+}
+const _: () = assert!(size_of::<IommuIoasMapFile>() == 40);
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuIoasUnmap {
+    pub size: u32,
+    pub ioas_id: u32,
+    pub iova: u64,
+    pub length: u64,
+}
+const _: () = assert!(size_of::<IommuIoasUnmap>() == 24);
+
+// ---------------------------------------------------------------------------
+// System calls
+
+/// Marker for the fixed-size uAPI structs above.
+///
+/// # Safety
+///
+/// Implementors are `#[repr(C)]` plain-old-data structs for which every bit
+/// pattern is valid, and every ioctl they are passed to reads and writes at
+/// most `size_of::<Self>()` bytes through its argument pointer.
+pub unsafe trait IoctlArg {}
+
+// SAFETY: all of these are `#[repr(C)]` structs of integers (any bit pattern is
+// valid) whose first field tells the kernel their size; VFIO and iommufd copy
+// at most that many bytes in and out (`copy_struct_from_user` / `argsz`).
+unsafe impl IoctlArg for VfioDeviceBindIommufd {}
+// SAFETY: as above.
+unsafe impl IoctlArg for VfioDeviceAttachIommufdPt {}
+// SAFETY: as above; we pass argsz == size_of, so the kernel writes no
+// capability chain beyond the struct.
+unsafe impl IoctlArg for VfioRegionInfo {}
+// SAFETY: as above.
+unsafe impl IoctlArg for IommuDestroy {}
+// SAFETY: as above.
+unsafe impl IoctlArg for IommuIoasAlloc {}
+// SAFETY: as above.
+unsafe impl IoctlArg for IommuIoasMap {}
+// SAFETY: as above.
+unsafe impl IoctlArg for IommuIoasMapFile {}
+// SAFETY: as above.
+unsafe impl IoctlArg for IommuIoasUnmap {}
+
+/// `ioctl(fd, request, arg)` for a fixed-size uAPI struct; returns the
+/// ioctl's non-negative result or the errno.
+pub fn ioctl<T: IoctlArg>(fd: BorrowedFd<'_>, request: u32, arg: &mut T) -> io::Result<i32> {
+    // SAFETY: `fd` is a live descriptor for the duration of the call; `arg` is
+    // an exclusive reference to a `T`, which by the `IoctlArg` contract the
+    // kernel accesses only within `size_of::<T>()` bytes, and any bytes it
+    // writes back form a valid `T`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, arg as *mut T) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// `VFIO_DEVICE_FEATURE` with `GET | DMA_BUF`: create a dma-buf from `ranges`
+/// of region `region_index` and return its new file descriptor.
+pub fn vfio_feature_dma_buf(
+    device: BorrowedFd<'_>,
+    region_index: u32,
+    open_flags: u32,
+    ranges: &[VfioRegionDmaRange],
+) -> io::Result<OwnedFd> {
+    let mut arg = dma_buf_feature_arg(region_index, open_flags, ranges);
+    // SAFETY: `arg` is an exclusively borrowed buffer laid out as the kernel
+    // expects (see `dma_buf_feature_arg`): `argsz` is its whole length and
+    // `nr_ranges` equals the number of ranges it holds, so the kernel's reads
+    // (`copy_from_user` of the header, `memdup_array_user` of the ranges) stay
+    // inside it. The DMA_BUF GET feature writes nothing back through the
+    // pointer; it returns the new fd as the ioctl result.
+    let rc = unsafe {
+        libc::ioctl(
+            device.as_raw_fd(),
+            VFIO_DEVICE_FEATURE as libc::Ioctl,
+            arg.as_mut_ptr(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success the ioctl returned a new descriptor that nothing else
+    // in this process owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc) })
+}
+
+/// `memfd_create(name, MFD_CLOEXEC)`.
+pub fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `mknod(path, S_IFCHR | 0600, makedev(major, minor))`.
+pub fn mknod_char(path: &CStr, major: u32, minor: u32) -> io::Result<()> {
+    let dev = libc::makedev(major, minor);
+    // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
+    let rc = unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o600, dev) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Close `fd` and report the result of `close(2)`, which dropping an
+/// `OwnedFd` silently ignores.
+pub fn close(fd: OwnedFd) -> io::Result<()> {
+    let raw: RawFd = fd.into_raw_fd();
+    // SAFETY: `raw` came from an `OwnedFd` we consumed, so we are its only
+    // owner and it is closed exactly once here.
+    let rc = unsafe { libc::close(raw) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_the_headers() {
+        // VFIO_BASE + n with ';' (0x3b) as the type.
+        assert_eq!(VFIO_DEVICE_GET_REGION_INFO, 0x3b6c);
+        assert_eq!(VFIO_DEVICE_FEATURE, 0x3b75);
+        assert_eq!(VFIO_DEVICE_BIND_IOMMUFD, 0x3b76);
+        assert_eq!(VFIO_DEVICE_ATTACH_IOMMUFD_PT, 0x3b77);
+        assert_eq!(IOMMU_DESTROY, 0x3b80);
+        assert_eq!(IOMMU_IOAS_ALLOC, 0x3b81);
+        assert_eq!(IOMMU_IOAS_MAP, 0x3b85);
+        assert_eq!(IOMMU_IOAS_UNMAP, 0x3b86);
+        assert_eq!(IOMMU_IOAS_MAP_FILE, 0x3b8f);
+    }
+
+    #[test]
+    fn struct_sizes_match_the_headers() {
+        assert_eq!(size_of::<VfioDeviceBindIommufd>(), 24);
+        assert_eq!(size_of::<VfioDeviceAttachIommufdPt>(), 16);
+        assert_eq!(size_of::<VfioRegionInfo>(), 32);
+        assert_eq!(size_of::<VfioDeviceFeature>(), 8);
+        assert_eq!(size_of::<VfioDeviceFeatureDmaBuf>(), 16);
+        assert_eq!(size_of::<VfioRegionDmaRange>(), 16);
+        assert_eq!(size_of::<IommuDestroy>(), 8);
+        assert_eq!(size_of::<IommuIoasAlloc>(), 12);
+        assert_eq!(size_of::<IommuIoasMap>(), 40);
+        assert_eq!(size_of::<IommuIoasMapFile>(), 40);
+        assert_eq!(size_of::<IommuIoasUnmap>(), 24);
+    }
+
+    fn u32_at(b: &[u8], off: usize) -> u32 {
+        u32::from_ne_bytes(b[off..off + 4].try_into().unwrap())
+    }
+
+    fn u64_at(b: &[u8], off: usize) -> u64 {
+        u64::from_ne_bytes(b[off..off + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn dma_buf_feature_layout() {
+        let ranges = [
+            VfioRegionDmaRange {
+                offset: 0,
+                length: 0x1000,
+            },
+            VfioRegionDmaRange {
+                offset: 0x10000,
+                length: 0x2000,
+            },
+        ];
+        let b = dma_buf_feature_arg(2, 0o2000002, &ranges);
+        assert_eq!(b.len(), 8 + 16 + 2 * 16);
+        assert_eq!(u32_at(&b, 0), b.len() as u32); // argsz
+        assert_eq!(u32_at(&b, 4), (1 << 16) | 11); // GET | DMA_BUF
+        assert_eq!(u32_at(&b, 8), 2); // region_index
+        assert_eq!(u32_at(&b, 12), 0o2000002); // open_flags
+        assert_eq!(u32_at(&b, 16), 0); // flags
+        assert_eq!(u32_at(&b, 20), 2); // nr_ranges
+        assert_eq!(u64_at(&b, 24), 0);
+        assert_eq!(u64_at(&b, 32), 0x1000);
+        assert_eq!(u64_at(&b, 40), 0x10000);
+        assert_eq!(u64_at(&b, 48), 0x2000);
+    }
+
+    #[test]
+    fn dma_buf_feature_without_ranges() {
+        let b = dma_buf_feature_arg(2, 0, &[]);
+        assert_eq!(b.len(), 24);
+        assert_eq!(u32_at(&b, 0), 24);
+        assert_eq!(u32_at(&b, 20), 0);
+    }
+}
