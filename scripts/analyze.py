@@ -27,7 +27,11 @@ import tempfile
 
 TS = r'(?:\[\s*\d+\.\d+\]\s*)?'
 MARK = re.compile(TS + r'dmabuf-test: expect-(begin|end) (\S+)')
-KTAP_TOP = re.compile(TS + r'KTAP version \d+\s*$')
+KTAP_TOP = re.compile(r'(?:\[\s*\d+\.\d+\] )?KTAP version \d+\s*$')
+# Kernel messages carry a printk timestamp (CONFIG_PRINTK_TIME); lines
+# without one are userspace output echoed to the console and never count as
+# kernel reports.
+KERNEL_LINE = re.compile(r'^\[\s*\d+\.\d+\] ')
 
 # Kernel reports that fail a run. Each: (kind, regex). The kind names what an
 # expect window may allow.
@@ -104,7 +108,7 @@ def parse_kunit(console, kunit_py, tally, report):
             js = os.path.join(tmp, 'ktap.json')
             with open(src, 'w') as f:
                 f.write('\n'.join(seg) + '\n')
-            p = subprocess.run([sys.executable, kunit_py, 'parse', '--json', js, src],
+            p = subprocess.run([sys.executable, kunit_py, 'parse', f'--json={js}', src],
                                capture_output=True, text=True)
             summary = [l for l in p.stdout.splitlines() if 'Ran ' in l or 'Testing complete' in l]
             if not os.path.exists(js):
@@ -113,10 +117,10 @@ def parse_kunit(console, kunit_py, tally, report):
             with open(js) as f:
                 data = json.load(f)
         before = (tally.passed, tally.failed, tally.skipped)
-        for group in data.get('test_groups', []):
+        for group in data.get('sub_groups', []):
             count_kunit(group, tally)
         d = [a - b for a, b in zip((tally.passed, tally.failed, tally.skipped), before)]
-        suites = [g['name'] for g in data.get('test_groups', [])]
+        suites = [g['name'] for g in data.get('sub_groups', [])]
         report.append(f"kunit run {runs}: {d[0]} passed, {d[1]} failed, {d[2]} skipped "
                       f"({', '.join(suites)})")
         if d[1] or p.returncode:
@@ -170,6 +174,8 @@ def scan_reports(console, tally, report):
     unexpected = []
     in_splat_until = -1
     for i, l in enumerate(console):
+        if not KERNEL_LINE.match(l):
+            continue
         m = MARK.search(l)
         if m:
             kind = m.group(2)

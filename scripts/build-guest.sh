@@ -5,7 +5,8 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-out=$1
+out=$(realpath -m "$1")
+mkdir -p "$out"
 KBUILD=${KBUILD:-$(cat "$CACHE/current-build")}
 TREE="$CACHE/linux"
 

@@ -182,7 +182,7 @@ pub fn validate(
 /// A range whose end wraps is reported as [`RangeError::Overflow`], again indexed into the sorted
 /// `scratch`. Runs in O(n log n) and does not allocate.
 pub fn check_overlap(scratch: &mut [PhysRange]) -> Result<(), RangeError> {
-    scratch.sort_unstable_by_key(|range| range.addr);
+    sort_by_addr(scratch);
 
     // Sorted by address, and disjoint up to the current range, the previous non-empty range has
     // the highest end so far: a range overlaps an earlier one iff it overlaps that one.
@@ -203,6 +203,39 @@ pub fn check_overlap(scratch: &mut [PhysRange]) -> Result<(), RangeError> {
         previous = Some((index, end));
     }
     Ok(())
+}
+
+/// Sorts `ranges` by address in place: heapsort, O(n log n), no allocation, no recursion.
+///
+/// `core`'s slice sorts are not used on purpose: their panic-on-inconsistent-order path is a
+/// `noreturn` call objtool does not know about, which makes it warn in a kernel module.
+fn sort_by_addr(ranges: &mut [PhysRange]) {
+    let n = ranges.len();
+    for start in (0..n / 2).rev() {
+        sift_down(ranges, start, n);
+    }
+    for end in (1..n).rev() {
+        ranges.swap(0, end);
+        sift_down(ranges, 0, end);
+    }
+}
+
+/// Restores the max-heap property of `heap[..end]` below `root`.
+fn sift_down(heap: &mut [PhysRange], mut root: usize, end: usize) {
+    loop {
+        let mut child = 2 * root + 1;
+        if child >= end {
+            return;
+        }
+        if child + 1 < end && heap[child + 1].addr > heap[child].addr {
+            child += 1;
+        }
+        if heap[root].addr >= heap[child].addr {
+            return;
+        }
+        heap.swap(root, child);
+        root = child;
+    }
 }
 
 /// Fills in where each range starts within the buffer and returns the buffer's total length.
