@@ -42,6 +42,10 @@ fi
 
 # --- 2. the Rust overlay: new files only ------------------------------------
 overlay_hash=$(cd "$TOP/rust" && overlay_files | xargs -r sha256sum | sha256sum | cut -c1-16)
+# Files a previous overlay added and this one no longer has go away.
+for f in $(git ls-files --others -- rust/); do
+	[ -f "$TOP/$f" ] || { log "overlay: removing stale $f"; rm -f "$f"; }
+done
 for f in $(overlay_files); do
 	if git cat-file -e "HEAD:rust/${f#./}" 2>/dev/null; then
 		die "overlay file rust/${f#./} exists in the kernel tree: change it with a patch"
