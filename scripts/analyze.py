@@ -36,9 +36,16 @@ KERNEL_LINE = re.compile(r'^\[\s*\d+\.\d+\] ')
 # Kernel reports that fail a run. Each: (kind, regex). The kind names what an
 # expect window may allow.
 REPORTS = [
-    ('warn', re.compile(r'WARNING: CPU: \d+ PID: \d+')),
+    # __warn() prints "WARNING: CPU: 0 PID: 1 at file:line sym" in older kernels,
+    # "WARNING: file:line at sym, CPU#0: comm/pid" (or "WARNING: at sym, CPU#0: ...")
+    # in newer ones, the 7.3 built here among them.
+    ('warn', re.compile(r'WARNING: (CPU: \d+ PID: \d+|(\S+:\d+ )?at .+, CPU#\d+: )')),
+    # The headers of kernel/locking/lockdep.c's reports.
     ('lockdep', re.compile(r'WARNING: (possible circular locking|possible recursive locking|'
-                           r'inconsistent lock state|suspicious RCU usage|lock held when returning)|'
+                           r'inconsistent lock state|suspicious RCU usage|lock held when returning|'
+                           r'possible irq lock inversion|\S+-safe -> \S+-unsafe lock order|'
+                           r'bad unlock balance|held lock freed|\S+ still has locks held|'
+                           r'Nested lock was not taken|chain_key collision|bad contention)|'
                            r'DEBUG_LOCKS_WARN_ON|INFO: trying to register non-static key')),
     ('kasan', re.compile(r'BUG: KASAN: |KASAN: .*(out-of-bounds|use-after-free)')),
     ('bug', re.compile(r'\bBUG: |kernel BUG at|Oops: |general protection fault|Kernel panic')),
@@ -90,7 +97,7 @@ def count_kunit(test, tally, path=''):
         return
     for case in cases:
         status = case.get('status')
-        cname = f"{name}.{case['name']}"
+        cname = f"{name}.{case['name'] or '(unnamed)'}" if name else case['name'] or '(unnamed)'
         if status == 'SKIP':
             tally.add('kunit', cname, True, skipped=True)
         else:
@@ -117,8 +124,10 @@ def parse_kunit(console, kunit_py, tally, report):
             with open(js) as f:
                 data = json.load(f)
         before = (tally.passed, tally.failed, tally.skipped)
-        for group in data.get('sub_groups', []):
-            count_kunit(group, tally)
+        # From the root, not just its sub_groups: a top-level test without
+        # subtests (a suite the plan announced but the log lacks, one with no
+        # case lines) is a case of the root.
+        count_kunit(dict(data, name=''), tally)
         d = [a - b for a, b in zip((tally.passed, tally.failed, tally.skipped), before)]
         suites = [g['name'] for g in data.get('sub_groups', [])]
         report.append(f"kunit run {runs}: {d[0]} passed, {d[1]} failed, {d[2]} skipped "

@@ -49,8 +49,8 @@ rm -rf "$CACHE/unpack"
 
 cd "$TREE"
 git init -q -b series
-git config user.name "dma-buf memory build"
-git config user.email "build@localhost"
+git config user.name "dma-buf memory project"
+git config user.email "dmabuf-memory@localhost"
 git config core.autocrlf false
 git add -A -f .
 git commit -q -m "Linux $(make -s kernelversion) from Debian $PKG $version"

@@ -11,7 +11,7 @@ mode=$1 kernel=$2 initrd=$3 out=$4 tmo=${5:-1200}
 mkdir -p "$out"
 rm -f "$out/console.log" "$out/results.log"
 
-append="console=ttyS0 intel_iommu=on iommu.strict=1 panic=-1 oops=panic"
+append="console=ttyS0 intel_iommu=on iommu.strict=1 panic=-1 oops=panic no5lvl"
 append+=" dmabuf_mode=$mode"
 case "$mode" in
 check) ;;
