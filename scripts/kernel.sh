@@ -4,8 +4,9 @@
 #   $CACHE/linux          git tree: tag `pristine` = Debian's source, branch
 #                         `series` = pristine + patches/*.patch, and the Rust
 #                         overlay (rust/ of this repo) copied in as new files.
-#   $CACHE/build-<key>    O= build tree, one per (kernel version, config).
-#   $CACHE/build-<key>/.stamp  hash of version + series + overlay + config of
+#   $CACHE/build-<kver>   O= build tree, one per kernel version; .config-key
+#                         records the config fragment it was configured from.
+#   $CACHE/build-<kver>/.stamp  hash of version + series + overlay + config of
 #                         the last good build: equal means nothing to do.
 #
 # Prints the path of the build tree on stdout.
@@ -55,14 +56,18 @@ for f in $(overlay_files); do
 done
 
 # --- 3. config ------------------------------------------------------------
+# One build tree per kernel version. A changed fragment regenerates .config
+# in place; kbuild then rebuilds only what depends on the options that
+# changed (include/config/ + fixdep), and every object whose flags changed.
 kver=$(make -s kernelversion)
 config_key=$(printf '%s %s' "$kver" "$(hash_of "$FRAGMENT")" | sha256sum | cut -c1-12)
-B="$CACHE/build-$config_key"
-if [ ! -f "$B/.config" ]; then
-	log "config: new build tree $B"
+B="$CACHE/build-$kver"
+if [ "$(cat "$B/.config-key" 2>/dev/null)" != "$config_key" ] || [ ! -f "$B/.config" ]; then
+	log "config: tinyconfig + kernel/config.fragment in $B"
 	"${KMAKE[@]}" -s rustavailable >/dev/null ||
 		die "make LLVM=-19 rustavailable failed: run scripts/deps.sh"
 	mkdir -p "$B"
+	[ -f "$B/.config" ] && cp "$B/.config" "$B/.config.prev"
 	"${KMAKE[@]}" -s O="$B" tinyconfig >/dev/null
 	KCONFIG_CONFIG="$B/.config" scripts/kconfig/merge_config.sh -m -O "$B" \
 		"$B/.config" "$FRAGMENT" >/dev/null
@@ -78,11 +83,11 @@ if [ ! -f "$B/.config" ]; then
 		fi
 	done < "$FRAGMENT"
 	if [ $bad = 1 ]; then
-		mv "$B" "$B.rejected"; rm -rf "$B.rejected"
+		[ -f "$B/.config.prev" ] && mv "$B/.config.prev" "$B/.config"
 		die "Kconfig refused part of kernel/config.fragment (see above)"
 	fi
-	# Only the newest build tree is kept: a config change is a cold build anyway.
-	for old in "$CACHE"/build-*; do
+	echo "$config_key" > "$B/.config-key"
+	for old in "$CACHE"/build-*; do	# trees of other kernel versions
 		[ "$old" = "$B" ] || rm -rf "$old"
 	done
 fi
