@@ -22,10 +22,10 @@ use crate::vfio::{VfioDevice, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY};
 
 /// Whether IOMMU_IOAS_MAP_FILE accepts a dma-buf of more than one range.
 /// Stock Linux 7.3 refuses with EOPNOTSUPP (vfio_pci_dma_buf_iommufd_map()
-/// takes one range only); the kAPI patch series (dma_buf_get_memory() in
-/// iommufd) flips this to true, and the smoke test then DMAs into the
-/// second and third chunks instead.
-pub const MULTI_RANGE_MAP_SUPPORTED: bool = false;
+/// took one range only); with the patch series iommufd imports any dma-buf
+/// through dma_buf_get_memory(), and the smoke test DMAs into the second and
+/// third chunks. Set it to false to check a stock kernel.
+pub const MULTI_RANGE_MAP_SUPPORTED: bool = true;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
