@@ -11,7 +11,7 @@ SHELL := /bin/bash
 S := scripts
 OUT ?= $(CURDIR)/out
 
-.PHONY: all deps kernel guest check run shell series export-patches reset-tree \
+.PHONY: all deps kernel guest check run bench shell series export-patches reset-tree \
 	clean cache-clean host-test
 
 all: check
@@ -30,6 +30,11 @@ check:
 
 run: guest
 	@$(S)/run-demo.sh $(OUT)
+
+# dma_buf_get_memory() against dma_buf_map_attachment(): time and bytes
+# (bench/dmabuf_bench.c), measured in the guest.
+bench: guest
+	@$(S)/bench.sh $(OUT)
 
 # An interactive shell in the guest (Ctrl-a x leaves QEMU).
 shell: guest
@@ -54,7 +59,8 @@ series:
 
 clean:
 	rm -rf $(OUT) target src/*.o src/*.ko src/*.mod* src/.*.cmd .*.cmd \
-		Module.symvers modules.order src/modules.order
+		Module.symvers modules.order src/modules.order \
+		$(foreach d,samples/c bench,$(d)/*.o $(d)/*.ko $(d)/*.mod* $(d)/.*.cmd)
 
 # Removes the kernel source and build trees (a cold build follows).
 cache-clean:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build what runs in the guest against the patched kernel in $KBUILD: the
-# out-of-tree module, the static userspace tool, the upstream iommufd
-# selftest; then pack them with guest/init into OUT/initramfs.cpio.gz.
+# out-of-tree modules (the Rust module, the C sample, the benchmark), the
+# static userspace tool, the upstream iommufd selftest; then pack them with
+# guest/init into OUT/initramfs.cpio.gz.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -11,7 +12,7 @@ KBUILD=${KBUILD:-$(cat "$CACHE/current-build")}
 TREE="$CACHE/linux"
 
 cpu_lock
-log "module: make -C $KBUILD M=$TOP"
+log "modules: make -C $KBUILD M=$TOP"
 "${KMAKE[@]}" -s -C "$KBUILD" M="$TOP" modules
 
 log "tools: dmabuf-tool (static, musl)"
@@ -28,6 +29,10 @@ make -s -C "$TREE/tools/testing/selftests/iommu" OUTPUT="$st" \
 
 "$TOP/scripts/initramfs.sh" "$out/initramfs.cpio.gz" \
 	"$TOP/src/dmabuf_memory.ko:lib/modules/dmabuf_memory.ko" \
+	"$TOP/samples/c/dmabuf_import_sample.ko:lib/modules/dmabuf_import_sample.ko" \
+	"$TOP/bench/dmabuf_bench.ko:lib/modules/dmabuf_bench.ko" \
+	"$TOP/samples/rust/rust_dmabuf_exporter.ko:lib/modules/rust_dmabuf_exporter.ko" \
+	"$TOP/samples/rust/rust_dmabuf_importer.ko:lib/modules/rust_dmabuf_importer.ko" \
 	"$tool:bin/dmabuf-tool" \
 	"$st/iommufd:bin/iommufd"
 log "initramfs: $out/initramfs.cpio.gz ($(du -h "$out/initramfs.cpio.gz" | cut -f1))"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Boot the patched kernel under QEMU (TCG) with the test topology.
 # Usage: qemu.sh MODE BZIMAGE INITRD OUTDIR [TIMEOUT_S]
-#   MODE check: console to OUTDIR/console.log only; demo/shell: console on stdout too.
+#   MODE check, bench: console to OUTDIR/console.log only, every kernel message
+#   (bench skips the boot-time KUnit suites); demo/shell: console on stdout too.
 # The results port (second serial line, /dev/ttyS1 in the guest) goes to
 # OUTDIR/results.log.
 set -euo pipefail
@@ -15,6 +16,7 @@ append="console=ttyS0 intel_iommu=on iommu.strict=1 panic=-1 oops=panic no5lvl"
 append+=" dmabuf_mode=$mode"
 case "$mode" in
 check) ;;
+bench) append+=" kunit.enable=0" ;;
 *) append+=" quiet loglevel=4" ;;
 esac
 append+=" ${DMABUF_APPEND:-}"
@@ -31,7 +33,7 @@ qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp 2 -m 2048
 
 cpu_lock
 rc=0
-if [ "$mode" = check ]; then
+if [ "$mode" = check ] || [ "$mode" = bench ]; then
 	timeout -k 10 "$tmo" "${qemu[@]}" </dev/null >/dev/null 2>"$out/qemu.err" || rc=$?
 elif [ "$mode" = shell ]; then
 	"${qemu[@]}" || rc=$?

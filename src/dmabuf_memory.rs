@@ -5,9 +5,10 @@
 //! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h)
 //!
 //! For now the module holds the physical range logic ([`ranges`]) that exporters and importers
-//! of the kAPI share, and its KUnit suite, `dmabuf_memory_ranges`, which KUnit runs when the
-//! module is loaded into a kernel built with `CONFIG_KUNIT=y`. At load time the module checks a
-//! built-in range list and logs what it found.
+//! of the kAPI share, and two KUnit suites that KUnit runs when the module is loaded into a kernel
+//! built with `CONFIG_KUNIT=y`: `dmabuf_memory_ranges` for that logic, and `dmabuf_memory_kapi`
+//! for `dma_buf_get_memory()` through `kernel::dma_buf`, with mock Rust exporters and importers.
+//! At load time the module checks a built-in range list and logs what it found.
 
 use crate::ranges::{
     PhysRange,
@@ -24,12 +25,16 @@ pub mod ranges;
 #[path = "../tests/kunit/ranges.rs"]
 mod ranges_kunit;
 
+#[path = "../tests/kunit/dma_buf.rs"]
+mod dma_buf_kunit;
+
 module! {
     type: DmabufMemory,
     name: "dmabuf_memory",
     authors: ["dma-buf memory export contributors"],
     description: "dma-buf physical memory export (dma_buf_get_memory) support",
     license: "GPL",
+    imports_ns: ["DMA_BUF"],
 }
 
 const PAGE: u64 = PAGE_SIZE as u64;

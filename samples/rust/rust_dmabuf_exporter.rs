@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Rust dma-buf exporter sample: a few pages of system memory that can move.
+//!
+//! Every open of `/dev/rust_dmabuf_exporter` exports a new dma-buf of [`NR_PAGES`] zeroed pages
+//! through [`kernel::dma_buf`], with [`Model::Dynamic`]: the exporter may replace the pages, and
+//! importers must follow. Two ioctls act on the buffer of the open file:
+//!
+//! - `RUST_DMABUF_EXPORT` returns a new file descriptor of the buffer, for an importer such as
+//!   `samples/rust/rust_dmabuf_importer.rs` or the C sample in `samples/c/`;
+//! - `RUST_DMABUF_MIGRATE` moves the buffer to fresh pages: importers are invalidated, and the
+//!   next time they get the memory they see the new addresses.
+//!
+//! The buffer lives as long as the open file or any of its dma-buf file descriptors.
+
+use kernel::{
+    dma_buf::{
+        self,
+        DmaBuf,
+        ExportAttachment,
+        Exported,
+        Exporter,
+        MemoryBuilder,
+        Model, //
+    },
+    fs::{
+        file::flags::{
+            O_CLOEXEC,
+            O_RDWR, //
+        },
+        File, //
+    },
+    ioctl::_IO,
+    miscdevice::{
+        MiscDevice,
+        MiscDeviceOptions,
+        MiscDeviceRegistration, //
+    },
+    new_mutex,
+    page::{
+        Page,
+        PAGE_SIZE, //
+    },
+    prelude::*,
+    sync::Mutex, //
+};
+
+/// Size of each buffer, in pages.
+const NR_PAGES: usize = 4;
+
+/// Returns a new file descriptor (`O_CLOEXEC`) of the buffer.
+const RUST_DMABUF_EXPORT: u32 = _IO(0xDB, 0x20);
+/// Moves the buffer to new pages.
+const RUST_DMABUF_MIGRATE: u32 = _IO(0xDB, 0x21);
+
+module! {
+    type: RustDmabufExporter,
+    name: "rust_dmabuf_exporter",
+    authors: ["dma-buf memory export contributors"],
+    description: "Rust dma-buf exporter sample",
+    license: "GPL",
+    imports_ns: ["DMA_BUF"],
+}
+
+/// Allocates the pages of a buffer, zeroed: importers must not see stale kernel data.
+fn alloc_pages() -> Result<KVec<Page>> {
+    let mut pages = KVec::with_capacity(NR_PAGES, GFP_KERNEL)?;
+    for _ in 0..NR_PAGES {
+        pages.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?, GFP_KERNEL)?;
+    }
+    Ok(pages)
+}
+
+/// The exporter's state of one buffer: the pages that currently hold it.
+#[pin_data]
+struct SampleBuffer {
+    #[pin]
+    pages: Mutex<KVec<Page>>,
+}
+
+#[vtable]
+impl Exporter for SampleBuffer {
+    const MODEL: Model = Model::Dynamic;
+
+    // Called with the reservation lock held, which `Exported::move_memory` also holds: the pages
+    // cannot change between here and the importer's use of the description.
+    fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
+        let pages = self.pages.lock();
+
+        // One chunk of CPU memory, one range per page: the pages need not be contiguous.
+        // CAST: `NR_PAGES` is a small constant.
+        mem.alloc(1, NR_PAGES as u32, GFP_KERNEL)?;
+        mem.cpu_chunk()?;
+        for page in pages.iter() {
+            mem.page(page)?;
+        }
+        Ok(())
+    }
+}
+
+/// An open `/dev/rust_dmabuf_exporter`, with its buffer.
+struct SampleFile {
+    exported: Exported<SampleBuffer>,
+}
+
+impl SampleFile {
+    fn migrate(&self) -> Result {
+        // Allocate outside of the reservation lock, which importers may be waiting for.
+        let new = alloc_pages()?;
+
+        // Takes the lock, invalidates every importer and waits for their work, then swaps the
+        // pages. A real exporter would copy the contents; these pages only ever hold zeros.
+        let old = self
+            .exported
+            .move_memory(|buf| core::mem::replace(&mut *buf.pages.lock(), new));
+
+        // No importer uses the old pages anymore: free them.
+        drop(old);
+        pr_info!("migrated {} pages\n", NR_PAGES);
+        Ok(())
+    }
+}
+
+#[vtable]
+impl MiscDevice for SampleFile {
+    type Ptr = KBox<Self>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+        let pages = alloc_pages()?;
+        let buffer = pin_init!(SampleBuffer {
+            pages <- new_mutex!(pages),
+        });
+        let exported = dma_buf::export(buffer, NR_PAGES * PAGE_SIZE, O_RDWR)?;
+
+        let buf = exported.dma_buf();
+        pr_info!("exported {} bytes, model {:?}\n", buf.size(), buf.model());
+        Ok(KBox::new(SampleFile { exported }, GFP_KERNEL)?)
+    }
+
+    fn ioctl(me: &SampleFile, _file: &File, cmd: u32, _arg: usize) -> Result<isize> {
+        match cmd {
+            RUST_DMABUF_EXPORT => {
+                // The new file descriptor holds its own reference to the buffer.
+                let fd = DmaBuf::into_fd(me.exported.clone().into_dma_buf(), O_CLOEXEC)?;
+                Ok(isize::try_from(fd)?)
+            }
+            RUST_DMABUF_MIGRATE => me.migrate().map(|()| 0),
+            _ => Err(ENOTTY),
+        }
+    }
+}
+
+#[pin_data]
+struct RustDmabufExporter {
+    #[pin]
+    _miscdev: MiscDeviceRegistration<SampleFile>,
+}
+
+impl kernel::InPlaceModule for RustDmabufExporter {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        pr_info!(
+            "open /dev/rust_dmabuf_exporter to export {} pages\n",
+            NR_PAGES
+        );
+
+        let options = MiscDeviceOptions {
+            name: c"rust_dmabuf_exporter",
+        };
+        try_pin_init!(Self {
+            _miscdev <- MiscDeviceRegistration::register(options),
+        })
+    }
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `make bench`: boot the patched kernel in QEMU, load bench/dmabuf_bench.ko,
+# which times dma_buf_get_memory() against dma_buf_map_attachment() and
+# counts their bytes, and print its table. The full results are in
+# OUT/bench/results.log, one machine-readable "row" line per measurement in
+# OUT/bench/rows.txt. Fails if the benchmark did not finish, rmmod failed,
+# kmemleak found a leak, or the kernel logged a WARN, BUG, lockdep, KASAN
+# or other report (scripts/analyze.py's list).
+# Usage: bench.sh OUT (OUT/initramfs.cpio.gz from build-guest.sh)
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+out=$(realpath -m "$1")
+KBUILD=${KBUILD:-$(cat "$CACHE/current-build")}
+log "booting $(cat "$CACHE/linux/.pristine-version" 2>/dev/null || echo 7.3) + series under QEMU (TCG) to run the benchmark"
+rc=0
+"$TOP/scripts/qemu.sh" bench "$KBUILD/arch/x86/boot/bzImage" "$out/initramfs.cpio.gz" \
+	"$out/bench" "${DMABUF_TIMEOUT:-900}" || rc=$?
+[ $rc = 0 ] || log "qemu exited rc=$rc"
+
+python3 - "$TOP/scripts" "$out/bench" <<'PY'
+import os
+import sys
+
+sys.path.insert(0, sys.argv[1])
+import analyze  # noqa: E402
+
+outdir = sys.argv[2]
+console = analyze.read_lines(os.path.join(outdir, 'console.log'))
+secs = analyze.sections(analyze.read_lines(os.path.join(outdir, 'results.log')))
+tally, report = analyze.Tally(), []
+
+rc, body = secs.get('bench', (None, []))
+lines = [l[len('dmabuf-bench: '):] for l in body if l.startswith('dmabuf-bench: ')]
+rows = [l for l in lines if l.startswith('row ')]
+for l in lines:
+    if not l.startswith('row '):
+        print(l)
+with open(os.path.join(outdir, 'rows.txt'), 'w') as f:
+    f.writelines(l + '\n' for l in rows)
+
+tally.add('bench', 'insmod succeeds', rc == 0, f'rc={rc}')
+tally.add('bench', 'benchmark finished', 'done' in lines and rows, '\n'.join(lines[-20:]))
+rmmod = secs.get('rmmod', (None, []))
+tally.add('bench', 'rmmod succeeds', rmmod[0] == 0, '\n'.join(rmmod[1]))
+leaks = [l for l in secs.get('kmemleak', (0, []))[1] if 'unreferenced object' in l]
+tally.add('bench', 'no kmemleak report', not leaks, '\n'.join(leaks[:20]))
+analyze.scan_reports(console, tally, report)
+for source, name, detail in tally.failures:
+    print(f'FAIL [{source}] {name}')
+    if detail:
+        print('\n'.join('    | ' + x for x in str(detail).splitlines()[:60]))
+print(f'bench: {len(rows)} rows in {os.path.join(outdir, "rows.txt")}; '
+      f'{tally.passed} checks passed, {tally.failed} failed (console: {outdir}/console.log)')
+sys.exit(1 if tally.failed else 0)
+PY
