@@ -32,7 +32,8 @@ run: guest
 	@$(S)/run-demo.sh $(OUT)
 
 # dma_buf_get_memory() against dma_buf_map_attachment(): time and bytes
-# (bench/dmabuf_bench.c), measured in the guest.
+# (bench/dmabuf_bench.c), measured in the guest; then iommufd MAP_FILE by
+# range count and revoke by importer count (`dmabuf-tool bench`).
 bench: guest
 	@$(S)/bench.sh $(OUT)
 
@@ -60,7 +61,7 @@ series:
 clean:
 	rm -rf $(OUT) target src/*.o src/*.ko src/*.mod* src/.*.cmd .*.cmd \
 		Module.symvers modules.order src/modules.order \
-		$(foreach d,samples/c bench,$(d)/*.o $(d)/*.ko $(d)/*.mod* $(d)/.*.cmd)
+		$(foreach d,samples/c samples/rust bench,$(d)/*.o $(d)/*.ko $(d)/*.mod* $(d)/.*.cmd)
 
 # Removes the kernel source and build trees (a cold build follows).
 cache-clean:

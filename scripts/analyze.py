@@ -231,7 +231,7 @@ def main():
             tally.add('guest', name, False, 'section missing from the results port')
             continue
         rc, body = secs[name]
-        if name in ('insmod', 'rmmod', 'bind'):
+        if name in ('insmod', 'rmmod', 'bind', 'samples'):
             tally.add('guest', f'{name} succeeds', rc == 0, '\n'.join(body[-20:]))
             report.append(f"{name}: rc={rc}")
         elif name == 'kmemleak':

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # `make bench`: boot the patched kernel in QEMU, load bench/dmabuf_bench.ko,
 # which times dma_buf_get_memory() against dma_buf_map_attachment() and
-# counts their bytes, and print its table. The full results are in
-# OUT/bench/results.log, one machine-readable "row" line per measurement in
-# OUT/bench/rows.txt. Fails if the benchmark did not finish, rmmod failed,
+# counts their bytes, and print its table; then print the table of
+# `dmabuf-tool bench` (iommufd MAP_FILE+UNMAP by range count, revoke by
+# importer count, through VFIO and a real intel-iommu domain). The full
+# results are in OUT/bench/results.log, one machine-readable "row" line per
+# measurement in OUT/bench/rows.txt and OUT/bench/iommufd_rows.txt. Fails if
+# either benchmark did not finish, rmmod failed,
 # kmemleak found a leak, or the kernel logged a WARN, BUG, lockdep, KASAN
 # or other report (scripts/analyze.py's list).
 # Usage: bench.sh OUT (OUT/initramfs.cpio.gz from build-guest.sh)
@@ -41,6 +44,19 @@ with open(os.path.join(outdir, 'rows.txt'), 'w') as f:
 
 tally.add('bench', 'insmod succeeds', rc == 0, f'rc={rc}')
 tally.add('bench', 'benchmark finished', 'done' in lines and rows, '\n'.join(lines[-20:]))
+# dmabuf-tool bench (iommufd side), after the module's table.
+irc, ibody = secs.get('iommufd_bench', (None, []))
+ilines = [l[len('dmabuf-tool bench: '):] for l in ibody if l.startswith('dmabuf-tool bench: ')]
+irows = [l for l in ilines if l.startswith('row ')]
+print()
+for l in ilines:
+    if not l.startswith('row '):
+        print(l)
+with open(os.path.join(outdir, 'iommufd_rows.txt'), 'w') as f:
+    f.writelines(l + '\n' for l in irows)
+tally.add('iommufd_bench', 'dmabuf-tool bench finished', irc == 0 and 'done' in ilines and irows,
+          '\n'.join(ibody[-20:]))
+
 rmmod = secs.get('rmmod', (None, []))
 tally.add('bench', 'rmmod succeeds', rmmod[0] == 0, '\n'.join(rmmod[1]))
 leaks = [l for l in secs.get('kmemleak', (0, []))[1] if 'unreferenced object' in l]
@@ -50,7 +66,8 @@ for source, name, detail in tally.failures:
     print(f'FAIL [{source}] {name}')
     if detail:
         print('\n'.join('    | ' + x for x in str(detail).splitlines()[:60]))
-print(f'bench: {len(rows)} rows in {os.path.join(outdir, "rows.txt")}; '
+print(f'bench: {len(rows)} rows in {os.path.join(outdir, "rows.txt")}, '
+      f'{len(irows)} in {os.path.join(outdir, "iommufd_rows.txt")}; '
       f'{tally.passed} checks passed, {tally.failed} failed (console: {outdir}/console.log)')
 sys.exit(1 if tally.failed else 0)
 PY

@@ -437,6 +437,29 @@ mod tests {
     }
 
     #[test]
+    fn map_memory_keeps_one_description_until_unmapped() -> Result {
+        let reg = faux_device(c"dmabuf-kapi-map")?;
+        let dev = device(&reg);
+        let tracker = Tracker::new()?;
+        let exported = export_mock::<Pinned>(&tracker)?;
+        let attachment = attach::<AcceptsPinned>(exported.dma_buf(), dev)?;
+
+        {
+            let guard = exported.dma_buf().lock();
+            assert_eq!(attachment.map_memory(&guard)?.size(), 4 * PAGE_SIZE);
+        }
+        let mut guard = exported.dma_buf().lock();
+        // The second call returns the kept description without asking the exporter.
+        assert_eq!(attachment.map_memory(&guard)?.size(), 4 * PAGE_SIZE);
+        assert_eq!(tracker.gets.load(Relaxed), 1);
+        assert_eq!(nr_memory(&attachment, &guard), 1);
+
+        attachment.unmap_memory(&mut guard)?;
+        assert_eq!(nr_memory(&attachment, &guard), 0);
+        Ok(())
+    }
+
+    #[test]
     fn builder_refuses_misaligned_address() -> Result {
         let reg = faux_device(c"dmabuf-kapi-addr")?;
         let dev = device(&reg);

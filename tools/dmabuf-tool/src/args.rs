@@ -8,6 +8,8 @@ commands:
   bind                  bind edu, ivshmem and pci-testdev to vfio-pci
   smoke                 in-guest TAP test of the stock single-range dma-buf path
   demo                  the same story, told step by step for a person
+  bench                 time MAP_FILE+UNMAP by range count and revoke by
+                        importer count (figures for `make bench`, not a test)
   try-map [--bar N] [--iova ADDR] RANGES
                         export RANGES of ivshmem's BAR N (default 2) as one
                         dma-buf and try IOMMU_IOAS_MAP_FILE of it at ADDR
@@ -22,6 +24,7 @@ pub enum Command {
     Bind,
     Smoke,
     Demo,
+    Bench,
     TryMap {
         bar: u32,
         iova: u64,
@@ -85,6 +88,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some("bind") => no_more(Command::Bind),
         Some("smoke") => no_more(Command::Smoke),
         Some("demo") => no_more(Command::Demo),
+        Some("bench") => no_more(Command::Bench),
         Some("try-map") => {
             let mut bar = 2u32;
             let mut iova = 0x20_0000u64;
@@ -193,6 +197,8 @@ mod tests {
         assert_eq!(parse(&v(&["bind"])), Ok(Command::Bind));
         assert_eq!(parse(&v(&["smoke"])), Ok(Command::Smoke));
         assert_eq!(parse(&v(&["demo"])), Ok(Command::Demo));
+        assert_eq!(parse(&v(&["bench"])), Ok(Command::Bench));
+        assert!(parse(&v(&["bench", "x"])).is_err());
         assert!(parse(&v(&["smoke", "extra"])).is_err());
         assert!(parse(&v(&["frobnicate"])).is_err());
         assert_eq!(

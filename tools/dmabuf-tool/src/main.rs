@@ -3,6 +3,7 @@
 //! mapping of a VFIO dma-buf. See `dmabuf-tool help`.
 
 mod args;
+mod bench;
 mod edu;
 mod errno;
 mod iommufd;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
             );
             story::run(&mut Runner::new(&mut n))
         }
+        Command::Bench => bench::run(&mut io::stdout()),
         Command::TryMap { bar, iova, ranges } => report_result(try_map(bar, iova, &ranges)),
     };
     if ok {

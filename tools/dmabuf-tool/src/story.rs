@@ -41,11 +41,26 @@ const MULTI_IOVA: u64 = 0x40_0000; // the three-range dma-buf
 const SPARE_IOVA: u64 = 0x60_0000; // MAP_FILE attempts meant to fail
 const MEMFD_IOVA: u64 = 0x80_0000; // the memfd control
 const NEVER_MAPPED_IOVA: u64 = 0xa0_0000;
+const OVERLAP_IOVA: u64 = 0xc0_0000; // the dma-buf of two overlapping ranges
+/// The 65536-range dma-buf (256 MiB): above edu's DMA limit, never DMAed to.
+const MANY_IOVA: u64 = 0x1000_0000;
 
 /// The single-range export: BAR2 [0, 64 KiB).
 const EXPORT_LEN: u64 = 64 * KIB;
 /// The three-range export.
 const MULTI_RANGES: [(u64, u64); 3] = [(0, 4 * KIB), (64 * KIB, 4 * KIB), (MIB, 4 * KIB)];
+
+/// Two overlapping ranges in one export: [0, 8 KiB) and [4 KiB, 12 KiB).
+/// VFIO does not look for overlap, so this is a 16 KiB dma-buf whose pages
+/// 1 and 2 are both BAR2 page 1.
+const OVERLAP_RANGES: [(u64, u64); 2] = [(0, 8 * KIB), (4 * KIB, 8 * KIB)];
+const OVERLAP_LEN: u64 = 16 * KIB;
+/// Where edu writes through the overlapping dma-buf: 0x100 into BAR2 page 1.
+const OVERLAP_BAR_OFF: u64 = 4 * KIB + 0x100;
+
+/// `DMA_BUF_MEMORY_MAX_RANGES` (include/linux/dma-buf-memory.h): the most
+/// ranges vfio's get_memory describes; more gives E2BIG.
+pub const DMA_BUF_MEMORY_MAX_RANGES: usize = 65536;
 
 /// Where in the BAR (and so in the dma-buf) edu writes, and how much.
 const TARGET_OFF: u64 = 0x3000;
@@ -58,6 +73,10 @@ const BACKGROUND: u8 = 0x5a;
 // pattern fits one edu DMA.
 const _: () = assert!(TARGET_OFF >= GUARD && TARGET_OFF + PATTERN_LEN + GUARD <= EXPORT_LEN);
 const _: () = assert!(PATTERN_LEN <= crate::edu::MAX_DMA);
+// The aliased target and its guards sit inside the overlapping export's
+// BAR span [0, 12 KiB).
+const _: () =
+    assert!(OVERLAP_BAR_OFF >= GUARD && OVERLAP_BAR_OFF + PATTERN_LEN + GUARD <= 12 * KIB);
 
 /// Bytes for DMA number `seed`: at every index the patterns of two seeds
 /// (1..=255 apart) differ, so a stale pattern is never mistaken for a new one.
@@ -513,7 +532,11 @@ fn story(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
 
     // ------------------------------------------------------------------
     r.section("Bad input");
-    r.explain("Each request below is wrong on purpose; the kernel must refuse it with this errno.");
+    r.explain(
+        "Each request below is wrong on purpose; the kernel must refuse it with this errno.\n\
+         Where the uAPI accepts an odd request (overlapping ranges, a range count VFIO does\n\
+         not limit), the check says what the kernel does with it instead.",
+    );
     bad_input(r, &lab, &dmabuf);
 
     // ------------------------------------------------------------------
@@ -691,6 +714,195 @@ const BAD_EXPORTS: &[BadExport] = &[
     },
 ];
 
+/// MAP_FILE of `[start, start + len)` of descriptor `fd` at `SPARE_IOVA`
+/// must fail with `errno`. Should it succeed, the mapping is removed again so
+/// that later attempts at `SPARE_IOVA` are not refused with EEXIST instead.
+fn expect_map_refused(
+    lab: &Lab,
+    fd: i32,
+    start: u64,
+    len: u64,
+    errno: i32,
+    f: &mut Facts,
+) -> Result<()> {
+    let r = lab
+        .iommufd
+        .map_file_raw(lab.ioas, fd, start, len, SPARE_IOVA);
+    if let Ok(at) = &r {
+        let _ = lab.iommufd.unmap(lab.ioas, *at, len);
+    }
+    let e = expect_errno(r, errno)?;
+    f.add(format!("kernel: {e}"));
+    Ok(())
+}
+
+/// `n` ranges of 4 KiB walking through a BAR of `bar_len` bytes page by page
+/// and starting over at its end (so they overlap once `n` exceeds its pages).
+pub fn cycling_ranges(n: usize, bar_len: u64) -> Vec<(u64, u64)> {
+    (0..n as u64)
+        .map(|i| ((i * 4 * KIB) % bar_len, 4 * KIB))
+        .collect()
+}
+
+/// An export of two overlapping ranges: vfio accepts it (it checks every
+/// range against the BAR, not against each other), the dma-buf core accepts
+/// the description (it only requires the ranges to add up to no more than
+/// the buffer), and iommufd maps each range at its own IOVA, so two IOVAs
+/// alias one BAR page.
+fn overlapping_ranges(r: &mut Runner<'_>, lab: &Lab) {
+    let [(a_off, a_len), (b_off, b_len)] = OVERLAP_RANGES;
+    let fd = r.attempt(
+        &format!(
+            "export of two overlapping ranges, BAR2 {} and {}, is accepted \
+             (vfio does not check for overlap): a {} dma-buf",
+            span(a_off, a_len),
+            span(b_off, b_len),
+            size(OVERLAP_LEN)
+        ),
+        |f| {
+            let fd = lab.ivshmem.export_dma_buf(BAR2, &OVERLAP_RANGES)?;
+            f.add(format!("dma-buf fd {}", raw(&fd)));
+            Ok(fd)
+        },
+    );
+    let second_iova = OVERLAP_IOVA + a_len; // the second range's first page
+    let mapped = fd.as_ref().is_some_and(|fd| {
+        r.check(
+            &format!(
+                "MAP_FILE of all {} of it at IOVA {OVERLAP_IOVA:#x} works: \
+                 IOVA pages 1 and 2 both map BAR2 page 1",
+                size(OVERLAP_LEN)
+            ),
+            |f| {
+                lab.iommufd
+                    .map_file(lab.ioas, fd.as_fd(), 0, OVERLAP_LEN, OVERLAP_IOVA)?;
+                f.add(format!(
+                    "IOVA {} -> BAR2 {}",
+                    span(OVERLAP_IOVA, a_len),
+                    span(a_off, a_len)
+                ));
+                f.add(format!(
+                    "IOVA {} -> BAR2 {}",
+                    span(second_iova, b_len),
+                    span(b_off, b_len)
+                ));
+                Ok(())
+            },
+        )
+    });
+    let in_page = OVERLAP_BAR_OFF - b_off;
+    for (seed, iova, what) in [
+        (5, second_iova + in_page, "the second range's first page"),
+        (
+            6,
+            OVERLAP_IOVA + OVERLAP_BAR_OFF,
+            "the first range's second page, the alias",
+        ),
+    ] {
+        let data = pattern(seed, PATTERN_LEN as usize);
+        r.check(
+            &format!(
+                "edu DMA to IOVA {iova:#x} ({what}) lands at BAR2 offset {OVERLAP_BAR_OFF:#x}"
+            ),
+            |f| {
+                if !mapped {
+                    return Err(Error::msg("skipped: the dma-buf is not mapped"));
+                }
+                prepare_target(&lab.bar2, OVERLAP_BAR_OFF);
+                lab.dma_to(&data, iova, f)?;
+                verify_target(&lab.bar2, OVERLAP_BAR_OFF, &data, f)
+            },
+        );
+    }
+    if mapped {
+        r.check("unmap the overlapping dma-buf", |f| {
+            let n = lab.iommufd.unmap(lab.ioas, OVERLAP_IOVA, OVERLAP_LEN)?;
+            f.add(format!("{} unmapped", size(n)));
+            Ok(())
+        });
+    }
+    if let Some(fd) = fd {
+        r.check("close the overlapping dma-buf", |_| {
+            sys::close(fd).op("close the overlapping dma-buf")
+        });
+    }
+}
+
+/// Range counts around `DMA_BUF_MEMORY_MAX_RANGES`. VFIO_DEVICE_FEATURE_DMA_BUF
+/// has no count limit of its own (its ranges must only fit one kmalloc, about
+/// 262000 of them), so the limit the chain enforces is vfio's get_memory:
+/// -E2BIG above 65536 ranges, which MAP_FILE returns.
+fn too_many_ranges(r: &mut Runner<'_>, lab: &Lab) {
+    let max = DMA_BUF_MEMORY_MAX_RANGES;
+    let len = max as u64 * 4 * KIB;
+    let fd = r.attempt(
+        &format!(
+            "export of {max} 4 KiB ranges (DMA_BUF_MEMORY_MAX_RANGES) cycling through BAR2 is accepted"
+        ),
+        |f| {
+            let fd = lab
+                .ivshmem
+                .export_dma_buf(BAR2, &cycling_ranges(max, BAR2_SIZE))?;
+            f.add(format!("dma-buf fd {}, {}", raw(&fd), size(len)));
+            Ok(fd)
+        },
+    );
+    if let Some(fd) = fd {
+        r.check(
+            &format!(
+                "MAP_FILE of all {} of the {max}-range dma-buf at IOVA {MANY_IOVA:#x} works, and unmaps",
+                size(len)
+            ),
+            |f| {
+                let t = Instant::now();
+                lab.iommufd
+                    .map_file(lab.ioas, fd.as_fd(), 0, len, MANY_IOVA)?;
+                f.add(format!(
+                    "IOVA {} mapped in {} ms",
+                    span(MANY_IOVA, len),
+                    t.elapsed().as_millis()
+                ));
+                let n = lab.iommufd.unmap(lab.ioas, MANY_IOVA, len)?;
+                f.add(format!("{} unmapped", size(n)));
+                Ok(())
+            },
+        );
+        r.check(&format!("close the {max}-range dma-buf"), |_| {
+            sys::close(fd).op("close the dma-buf")
+        });
+    }
+    let over = max + 1;
+    let fd = r.attempt(
+        &format!(
+            "export of {over} 4 KiB ranges is accepted: VFIO_DEVICE_FEATURE_DMA_BUF \
+             has no range limit of its own"
+        ),
+        |f| {
+            let fd = lab
+                .ivshmem
+                .export_dma_buf(BAR2, &cycling_ranges(over, BAR2_SIZE))?;
+            f.add(format!(
+                "dma-buf fd {}, {}",
+                raw(&fd),
+                size(over as u64 * 4 * KIB)
+            ));
+            Ok(fd)
+        },
+    );
+    if let Some(fd) = fd {
+        r.check(
+            &format!(
+                "MAP_FILE of the first 4 KiB of the {over}-range dma-buf fails with E2BIG: \
+                 vfio's get_memory refuses more than DMA_BUF_MEMORY_MAX_RANGES ({max}) ranges"
+            ),
+            |f| expect_map_refused(lab, raw(&fd), 0, 4 * KIB, libc::E2BIG, f),
+        );
+        r.check(&format!("close the {over}-range dma-buf"), |_| {
+            sys::close(fd).op("close the dma-buf")
+        });
+    }
+}
+
 fn bad_input(r: &mut Runner<'_>, lab: &Lab, dmabuf: &OwnedFd) {
     // (description, ranges, region, errno)
     for bad in BAD_EXPORTS {
@@ -706,6 +918,9 @@ fn bad_input(r: &mut Runner<'_>, lab: &Lab, dmabuf: &OwnedFd) {
             },
         );
     }
+
+    overlapping_ranges(r, lab);
+    too_many_ranges(r, lab);
 
     r.check(
         "MAP_FILE of /dev/null (not a dma-buf, not a memfd) fails with EINVAL",
@@ -733,16 +948,36 @@ fn bad_input(r: &mut Runner<'_>, lab: &Lab, dmabuf: &OwnedFd) {
         },
     );
     r.check(
-        "MAP_FILE of more bytes than the dma-buf holds fails with EINVAL",
+        "MAP_FILE of a dma-buf descriptor after close() fails with EBADF",
         |f| {
-            let e = expect_errno(
-                lab.iommufd
-                    .map_file(lab.ioas, dmabuf.as_fd(), 0, 2 * EXPORT_LEN, SPARE_IOVA),
-                libc::EINVAL,
-            )?;
-            f.add(format!("kernel: {e}"));
-            Ok(())
+            let fd = lab.ivshmem.export_dma_buf(BAR2, &[(0, 4 * KIB)])?;
+            let n = raw(&fd);
+            sys::close(fd).op("close the dma-buf")?;
+            f.add(format!("dma-buf fd {n} exported and closed"));
+            expect_map_refused(lab, n, 0, 4 * KIB, libc::EBADF, f)
         },
+    );
+    r.check(
+        "MAP_FILE of more bytes than the dma-buf holds fails with EINVAL",
+        |f| expect_map_refused(lab, raw(dmabuf), 0, 2 * EXPORT_LEN, libc::EINVAL, f),
+    );
+    let (start, len) = (EXPORT_LEN / 2, EXPORT_LEN);
+    r.check(
+        &format!(
+            "MAP_FILE of {} of the {} dma-buf (start + length past its end) fails with EINVAL",
+            span(start, len),
+            size(EXPORT_LEN)
+        ),
+        |f| expect_map_refused(lab, raw(dmabuf), start, len, libc::EINVAL, f),
+    );
+    r.check(
+        "MAP_FILE at an unaligned start (0x800, 4 KiB) fails with EINVAL: the start's \
+         offset in its page must be a multiple of the IOAS's IOVA alignment (4 KiB)",
+        |f| expect_map_refused(lab, raw(dmabuf), 0x800, 4 * KIB, libc::EINVAL, f),
+    );
+    r.check(
+        "MAP_FILE of an unaligned length (0, 0x800) fails with EINVAL",
+        |f| expect_map_refused(lab, raw(dmabuf), 0, 0x800, libc::EINVAL, f),
     );
     r.check(
         "IOMMU_IOAS_UNMAP of an IOVA that was never mapped fails with ENOENT",
@@ -882,6 +1117,17 @@ mod tests {
     }
 
     #[test]
+    fn cycling() {
+        let r = cycling_ranges(514, 2 * MIB);
+        assert_eq!(r.len(), 514);
+        assert_eq!(r[0], (0, 4096));
+        assert_eq!(r[511], (2 * MIB - 4096, 4096));
+        assert_eq!(r[512], (0, 4096));
+        assert_eq!(r[513], (4096, 4096));
+        assert!(r.iter().all(|&(o, l)| o + l <= 2 * MIB && o % 4096 == 0));
+    }
+
+    #[test]
     fn iovas_fit_edu_and_do_not_overlap() {
         let spans = [
             (STAGING_IOVA, 4 * KIB),
@@ -890,6 +1136,7 @@ mod tests {
             (SPARE_IOVA, 2 * EXPORT_LEN),
             (MEMFD_IOVA, 4 * KIB),
             (NEVER_MAPPED_IOVA, 4 * KIB),
+            (OVERLAP_IOVA, OVERLAP_LEN),
         ];
         for (i, a) in spans.iter().enumerate() {
             assert!(a.0 + a.1 <= crate::edu::DMA_LIMIT);
@@ -897,6 +1144,8 @@ mod tests {
             for b in &spans[i + 1..] {
                 assert!(a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0, "{a:?} overlaps {b:?}");
             }
+            // The 65536-range dma-buf lies above all of them.
+            assert!(a.0 + a.1 <= MANY_IOVA);
         }
     }
 }
