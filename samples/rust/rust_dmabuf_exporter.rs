@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Rust dma-buf exporter sample: a few pages of system memory that can move.
+//! Rust dma-buf exporter sample: a few pages of system memory that can move, or that never do.
 //!
 //! Every open of `/dev/rust_dmabuf_exporter` exports a new dma-buf of [`NR_PAGES`] zeroed pages
 //! through [`kernel::dma_buf`], with [`Model::Dynamic`]: the exporter may replace the pages, and
@@ -12,6 +12,11 @@
 //!   next time they get the memory they see the new addresses.
 //!
 //! The buffer lives as long as the open file or any of its dma-buf file descriptors.
+//!
+//! A third ioctl, `RUST_DMABUF_EXPORT_PINNED`, exports another buffer of [`NR_PAGES`] pages, with
+//! [`Model::Pinned`]: its pages hold [`pattern`] and never change, so importers that cannot follow
+//! a move can use it too, such as iommufd, whose `IOMMU_IOAS_MAP_FILE` maps it for device DMA.
+//! Its only reference is the returned file descriptor.
 
 use kernel::{
     dma_buf::{
@@ -52,6 +57,8 @@ const NR_PAGES: usize = 4;
 const RUST_DMABUF_EXPORT: u32 = _IO(0xDB, 0x20);
 /// Moves the buffer to new pages.
 const RUST_DMABUF_MIGRATE: u32 = _IO(0xDB, 0x21);
+/// Returns the file descriptor (`O_CLOEXEC`) of a new pinned buffer holding [`pattern`].
+const RUST_DMABUF_EXPORT_PINNED: u32 = _IO(0xDB, 0x22);
 
 module! {
     type: RustDmabufExporter,
@@ -71,6 +78,38 @@ fn alloc_pages() -> Result<KVec<Page>> {
     Ok(pages)
 }
 
+/// Describes `pages` as one chunk of CPU memory, one range per page: the pages need not be
+/// contiguous.
+fn describe(pages: &[Page], mem: &mut MemoryBuilder) -> Result {
+    // CAST: `NR_PAGES` is a small constant.
+    mem.alloc(1, NR_PAGES as u32, GFP_KERNEL)?;
+    mem.cpu_chunk()?;
+    pages.iter().try_for_each(|page| mem.page(page))
+}
+
+/// The contents of a pinned buffer: the little-endian 32-bit word at byte `offset` of the buffer
+/// is `offset ^ 0xdb5a_a5db`. Every word says where it is, so a reader can tell which page and
+/// which offset it got, and no word is zero.
+fn pattern(offset: usize) -> u32 {
+    // CAST: Buffer offsets are below `NR_PAGES * PAGE_SIZE`.
+    offset as u32 ^ 0xdb5a_a5db
+}
+
+/// Fills `page`, which is at byte `base` of its buffer, with [`pattern`].
+fn fill_pattern(page: &Page, base: usize) -> Result {
+    // A page does not fit on the stack: write it a few words at a time.
+    let mut words = [0u32; 64];
+    let len = size_of_val(&words);
+    for off in (0..PAGE_SIZE).step_by(len) {
+        for (i, word) in words.iter_mut().enumerate() {
+            *word = pattern(base + off + i * size_of::<u32>()).to_le();
+        }
+        // SAFETY: `words` is valid for reading `len` bytes, and no one else has the page yet.
+        unsafe { page.write_raw(words.as_ptr().cast(), off, len)? };
+    }
+    Ok(())
+}
+
 /// The exporter's state of one buffer: the pages that currently hold it.
 #[pin_data]
 struct SampleBuffer {
@@ -85,17 +124,42 @@ impl Exporter for SampleBuffer {
     // Called with the reservation lock held, which `Exported::move_memory` also holds: the pages
     // cannot change between here and the importer's use of the description.
     fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-        let pages = self.pages.lock();
-
-        // One chunk of CPU memory, one range per page: the pages need not be contiguous.
-        // CAST: `NR_PAGES` is a small constant.
-        mem.alloc(1, NR_PAGES as u32, GFP_KERNEL)?;
-        mem.cpu_chunk()?;
-        for page in pages.iter() {
-            mem.page(page)?;
-        }
-        Ok(())
+        describe(&self.pages.lock(), mem)
     }
+}
+
+/// The exporter's state of a pinned buffer: pages that are its own until it is released.
+#[pin_data]
+struct PinnedBuffer {
+    pages: KVec<Page>,
+}
+
+#[vtable]
+impl Exporter for PinnedBuffer {
+    // Importers may map the pages once and keep them: nothing ever invalidates them.
+    const MODEL: Model = Model::Pinned;
+
+    fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
+        describe(&self.pages, mem)
+    }
+}
+
+/// Exports a new pinned buffer, its pages filled with [`pattern`], and returns its only file
+/// descriptor.
+fn export_pinned() -> Result<u32> {
+    let pages = alloc_pages()?;
+    for (i, page) in pages.iter().enumerate() {
+        fill_pattern(page, i * PAGE_SIZE)?;
+    }
+    let exported = dma_buf::export(
+        pin_init!(PinnedBuffer { pages }),
+        NR_PAGES * PAGE_SIZE,
+        O_RDWR,
+    )?;
+
+    let buf = exported.dma_buf();
+    pr_info!("exported {} bytes, model {:?}\n", buf.size(), buf.model());
+    DmaBuf::into_fd(exported.into_dma_buf(), O_CLOEXEC)
 }
 
 /// An open `/dev/rust_dmabuf_exporter`, with its buffer.
@@ -145,6 +209,7 @@ impl MiscDevice for SampleFile {
                 Ok(isize::try_from(fd)?)
             }
             RUST_DMABUF_MIGRATE => me.migrate().map(|()| 0),
+            RUST_DMABUF_EXPORT_PINNED => Ok(isize::try_from(export_pinned()?)?),
             _ => Err(ENOTTY),
         }
     }

@@ -263,60 +263,88 @@ fn set_memory(rig: &Rig, command: u16, on: bool) -> Result<u64> {
     Ok(ns(t))
 }
 
+/// The (layout, importers) configurations, in the order they are printed.
+fn revoke_configs() -> Vec<(Layout, usize)> {
+    let mut v: Vec<(Layout, usize)> = IMPORTERS.iter().map(|&n| (Layout::Shared, n)).collect();
+    // 0 importers is the same in both layouts.
+    v.extend(
+        IMPORTERS
+            .iter()
+            .filter(|&&n| n > 0)
+            .map(|&n| (Layout::Separate, n)),
+    );
+    v
+}
+
 fn bench_revoke(rig: &Rig, own: &[u32]) -> Result<Vec<RevokeRow>> {
     let fd = rig.ivshmem.export_dma_buf(BAR2, &[(0, BYTES)])?;
     let command = rig.ivshmem.command()?;
     if command & PCI_COMMAND_MEMORY == 0 {
         return Err(Error::msg("ivshmem's PCI_COMMAND.MEMORY is off"));
     }
-    let mut rows = Vec::new();
-    for layout in [Layout::Shared, Layout::Separate] {
-        for &n in &IMPORTERS {
-            if layout == Layout::Separate && n == 0 {
-                continue; // the same as shared-ioas with 0 importers
-            }
+    let configs = revoke_configs();
+    let mut revoke = vec![Vec::with_capacity(REVOKE_REPS); configs.len()];
+    let mut restore = revoke.clone();
+    // Round-robin over the configurations so drift hits all of them alike;
+    // round 0 is untimed and checks that clearing MEMORY revokes.
+    for rep in 0..1 + REVOKE_REPS {
+        for (c, &(layout, n)) in configs.iter().enumerate() {
             let at: Vec<(u32, u64)> = (0..n).map(|i| importer_at(rig, layout, own, i)).collect();
             for &(ioas, iova) in &at {
                 rig.map(ioas, &fd, iova)?;
             }
-            let mut revoke = Vec::with_capacity(REVOKE_REPS);
-            let mut restore = Vec::with_capacity(REVOKE_REPS);
-            for rep in 0..1 + REVOKE_REPS {
-                let t_revoke = set_memory(rig, command, false)?;
-                // Untimed round: check that this is a revoke.
-                let probe = (rep == 0).then(|| {
-                    rig.iommufd
-                        .map_file(rig.ioas, fd.as_fd(), 0, BYTES, PROBE_IOVA)
-                });
-                let t_restore = set_memory(rig, command, true)?;
-                if let Some(p) = probe {
-                    expect_errno(p, libc::ENODEV).map_err(|e| {
-                        Error::msg(format!("MAP_FILE while MEMORY was cleared: {e}"))
-                    })?;
-                }
-                if rep > 0 {
-                    revoke.push(t_revoke);
-                    restore.push(t_restore);
-                }
-                // The mappings are dead and keep their IOVAs: unmap, remap.
-                for &(ioas, iova) in &at {
-                    rig.unmap(ioas, iova)?;
-                    rig.map(ioas, &fd, iova)?;
-                }
+            let t_revoke = set_memory(rig, command, false)?;
+            let probe = (rep == 0).then(|| {
+                rig.iommufd
+                    .map_file(rig.ioas, fd.as_fd(), 0, BYTES, PROBE_IOVA)
+            });
+            let t_restore = set_memory(rig, command, true)?;
+            if let Some(p) = probe {
+                expect_errno(p, libc::ENODEV)
+                    .map_err(|e| Error::msg(format!("MAP_FILE while MEMORY was cleared: {e}")))?;
             }
+            if rep > 0 {
+                revoke[c].push(t_revoke);
+                restore[c].push(t_restore);
+            }
+            // The mappings are dead but keep their IOVAs until unmapped.
             for &(ioas, iova) in &at {
                 rig.unmap(ioas, iova)?;
             }
-            rows.push(RevokeRow {
-                layout,
-                importers: n,
-                revoke: Stats::of(&revoke),
-                restore: Stats::of(&restore),
-            });
         }
     }
     sys::close(fd).map_err(|e| Error::io("close the dma-buf", e))?;
-    Ok(rows)
+    Ok(configs
+        .iter()
+        .enumerate()
+        .map(|(c, &(layout, importers))| RevokeRow {
+            layout,
+            importers,
+            revoke: Stats::of(&revoke[c]),
+            restore: Stats::of(&restore[c]),
+        })
+        .collect())
+}
+
+/// For each row, the cost of each importer added since the previous row of
+/// its layout (the 0-importer row for the first): (revoke(N) - revoke(M)) /
+/// (N - M). None for the 0-importer row.
+fn marginal(rows: &[RevokeRow]) -> Vec<Option<i64>> {
+    let zero = rows.iter().find(|r| r.importers == 0);
+    rows.iter()
+        .map(|r| {
+            let prev = rows
+                .iter()
+                .filter(|p| p.layout == r.layout && p.importers < r.importers)
+                .max_by_key(|p| p.importers)
+                .or(zero)?;
+            if prev.importers >= r.importers {
+                return None;
+            }
+            let dn = (r.importers - prev.importers) as i64;
+            Some((r.revoke.median as i64 - prev.revoke.median as i64) / dn)
+        })
+        .collect()
 }
 
 /// What kind of kernel the figures come from.
@@ -378,26 +406,20 @@ fn print_revoke(out: &mut Out<'_>, rows: &[RevokeRow]) {
          own-ioas: one IOAS each, no device, no domain",
     );
     out.line(
-        "per imp: revoke / importers; above 0: (revoke - revoke with 0 importers) / importers",
+        "ns; per imp: revoke / importers; marginal: revoke time added per importer \
+         since the row above (since 0 importers for the first of a layout)",
     );
     out.line(&format!(
         "{:>11} {:>9} | {:>10} {:>10} | {:>10} {:>10} | {:>11}",
-        "layout", "importers", "revoke med", "revoke p90", "per imp", "above 0", "restore med"
+        "layout", "importers", "revoke med", "revoke p90", "per imp", "marginal", "restore med"
     ));
-    let zero = rows
-        .iter()
-        .find(|r| r.importers == 0)
-        .map_or(0, |r| r.revoke.median);
-    for r in rows {
-        let (per, above) = if r.importers == 0 {
-            ("-".to_string(), "-".to_string())
-        } else {
-            let n = r.importers as u64;
-            (
-                (r.revoke.median / n).to_string(),
-                (r.revoke.median.saturating_sub(zero) / n).to_string(),
-            )
+    let marg = marginal(rows);
+    for (r, m) in rows.iter().zip(&marg) {
+        let per = match r.importers {
+            0 => "-".to_string(),
+            n => (r.revoke.median / n as u64).to_string(),
         };
+        let m = m.map_or("-".to_string(), |m| m.to_string());
         out.line(&format!(
             "{:>11} {:>9} | {:>10} {:>10} | {:>10} {:>10} | {:>11}",
             r.layout.name(),
@@ -405,21 +427,22 @@ fn print_revoke(out: &mut Out<'_>, rows: &[RevokeRow]) {
             r.revoke.median,
             r.revoke.p90,
             per,
-            above,
+            m,
             r.restore.median
         ));
     }
     for layout in [Layout::Shared, Layout::Separate] {
-        let above = |n: usize| {
+        let at = |n: usize| {
             rows.iter()
-                .find(|r| r.layout == layout && r.importers == n)
-                .map(|r| r.revoke.median.saturating_sub(zero) as f64 / n as f64)
+                .zip(&marg)
+                .find(|(r, _)| r.layout == layout && r.importers == n)
+                .and_then(|(_, m)| *m)
         };
-        if let (Some(a8), Some(a64)) = (above(8), above(64)) {
+        if let (Some(m8), Some(m64)) = (at(8), at(64)) {
             out.line(&format!(
-                "{}: cost per importer above 0, 64 importers / 8 importers: {:.2} (1.00 = linear)",
+                "{}: marginal cost per importer from 8 to 64 / from 1 to 8: {:.2} (1.00 = linear)",
                 layout.name(),
-                a64 / a8
+                m64 as f64 / m8 as f64
             ));
         }
     }
@@ -525,5 +548,36 @@ mod tests {
                 p90: 30
             }
         );
+    }
+
+    fn row(layout: Layout, importers: usize, median: u64) -> RevokeRow {
+        let st = Stats {
+            median,
+            p90: median,
+        };
+        RevokeRow {
+            layout,
+            importers,
+            revoke: st,
+            restore: st,
+        }
+    }
+
+    #[test]
+    fn marginal_costs() {
+        let rows = [
+            row(Layout::Shared, 0, 100),
+            row(Layout::Shared, 1, 110),
+            row(Layout::Shared, 8, 180),
+            row(Layout::Shared, 64, 740),
+            row(Layout::Separate, 1, 105),
+            row(Layout::Separate, 8, 140),
+        ];
+        assert_eq!(
+            marginal(&rows),
+            [None, Some(10), Some(10), Some(10), Some(5), Some(5)]
+        );
+        assert_eq!(revoke_configs().len(), 7);
+        assert_eq!(revoke_configs()[4], (Layout::Separate, 1));
     }
 }

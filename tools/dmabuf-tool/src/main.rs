@@ -11,6 +11,7 @@ mod kmsg;
 mod mmap;
 mod pci;
 mod report;
+mod rust_exporter;
 mod story;
 mod sys;
 mod tap;

@@ -540,6 +540,16 @@ fn story(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
     bad_input(r, &lab, &dmabuf);
 
     // ------------------------------------------------------------------
+    crate::rust_exporter::run(
+        r,
+        &lab.iommufd,
+        lab.ioas,
+        &lab.edu,
+        &lab.staging,
+        STAGING_IOVA,
+    );
+
+    // ------------------------------------------------------------------
     r.section("Cleanup");
     cleanup(
         r,
@@ -770,8 +780,9 @@ fn overlapping_ranges(r: &mut Runner<'_>, lab: &Lab) {
         r.check(
             &format!(
                 "MAP_FILE of all {} of it at IOVA {OVERLAP_IOVA:#x} works: \
-                 IOVA pages 1 and 2 both map BAR2 page 1",
-                size(OVERLAP_LEN)
+                 IOVAs {:#x} and {second_iova:#x} both map BAR2 offset {b_off:#x}",
+                size(OVERLAP_LEN),
+                OVERLAP_IOVA + b_off
             ),
             |f| {
                 lab.iommufd
@@ -895,7 +906,11 @@ fn too_many_ranges(r: &mut Runner<'_>, lab: &Lab) {
                 "MAP_FILE of the first 4 KiB of the {over}-range dma-buf fails with E2BIG: \
                  vfio's get_memory refuses more than DMA_BUF_MEMORY_MAX_RANGES ({max}) ranges"
             ),
-            |f| expect_map_refused(lab, raw(&fd), 0, 4 * KIB, libc::E2BIG, f),
+            |f| {
+                expect_map_refused(lab, raw(&fd), 0, 4 * KIB, libc::E2BIG, f)?;
+                f.add("from vfio_pci_dma_buf_get_memory(), through dma_buf_get_memory()");
+                Ok(())
+            },
         );
         r.check(&format!("close the {over}-range dma-buf"), |_| {
             sys::close(fd).op("close the dma-buf")

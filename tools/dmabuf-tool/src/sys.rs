@@ -283,6 +283,21 @@ pub fn vfio_feature_dma_buf(
     Ok(unsafe { OwnedFd::from_raw_fd(rc) })
 }
 
+/// `ioctl(fd, request, 0)` for an `_IO` request without an argument that
+/// returns a new file descriptor, such as the Rust dma-buf exporter sample's
+/// exports.
+pub fn ioctl_new_fd(fd: BorrowedFd<'_>, request: u32) -> io::Result<OwnedFd> {
+    // SAFETY: `fd` is a live descriptor for the duration of the call, and the
+    // argument 0 points at none of our memory.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success the ioctl returned a new descriptor that nothing else
+    // in this process owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc) })
+}
+
 /// `memfd_create(name, MFD_CLOEXEC)`.
 pub fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
     // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
