@@ -179,6 +179,20 @@ impl Lab {
         facts.add(format!("data {}", hex_preview(data, 12)));
         Ok(())
     }
+
+    /// DMA `len` bytes from `iova` into edu's buffer, then out to the staging
+    /// page (filled with `!BACKGROUND` first, so a DMA that moves nothing is
+    /// seen), and return what arrived there.
+    fn dma_from(&self, iova: u64, len: usize, facts: &mut Facts) -> Result<Vec<u8>> {
+        self.staging.fill(0, len, !BACKGROUND);
+        let t1 = self.edu.to_device(iova, EDU_BUFFER, len as u64)?;
+        let t2 = self.edu.to_ram(EDU_BUFFER, STAGING_IOVA, len as u64)?;
+        facts.add(format!(
+            "edu moved {len} bytes: IOVA {iova:#x} -> edu buffer {EDU_BUFFER:#x} -> IOVA {STAGING_IOVA:#x} ({} ms)",
+            (t1 + t2).as_millis()
+        ));
+        Ok(self.staging.to_vec(0, len))
+    }
 }
 
 /// Number of open descriptors of this process.
@@ -639,6 +653,34 @@ fn multi_range(r: &mut Runner<'_>, lab: &Lab, multi: Option<OwnedFd>) {
                     prepare_target(&lab.bar2, off);
                     lab.dma_to(&data, iova, f)?;
                     verify_target(&lab.bar2, off, &data, f)
+                },
+            );
+        }
+        // The read direction, through every chunk: what edu reads at each
+        // IOVA is what the BAR holds at that chunk's offset.
+        for (i, (bar_off, _)) in MULTI_RANGES.iter().enumerate() {
+            let iova = MULTI_IOVA + i as u64 * 4 * KIB + 0x100;
+            let off = bar_off + 0x100;
+            let want = pattern(5 + i as u8, PATTERN_LEN as usize);
+            r.check(
+                &format!(
+                    "edu DMA from IOVA {iova:#x} reads BAR2 offset {off:#x} (chunk {})",
+                    i + 1
+                ),
+                |f| {
+                    if !mapped {
+                        return Err(Error::msg("skipped: the dma-buf is not mapped"));
+                    }
+                    lab.bar2.write_bytes(usize_of(off), &want);
+                    let got = lab.dma_from(iova, want.len(), f)?;
+                    f.add(format!("read {}", hex_preview(&got, 12)));
+                    match first_mismatch(&got, &want) {
+                        None => Ok(()),
+                        Some(j) => Err(Error::msg(format!(
+                            "byte {j:#x} read {:#04x}, the BAR holds {:#04x}",
+                            got[j], want[j]
+                        ))),
+                    }
                 },
             );
         }
