@@ -95,6 +95,7 @@ mod tests {
     /// What a mock exporter saw, kept by the test beyond the life of the buffer.
     struct Tracker {
         gets: Atomic<u32>,
+        puts: Atomic<u32>,
         attaches: Atomic<u32>,
         detaches: Atomic<u32>,
         released: Atomic<bool>,
@@ -105,6 +106,7 @@ mod tests {
             Ok(Arc::new(
                 Tracker {
                     gets: Atomic::new(0),
+                    puts: Atomic::new(0),
                     attaches: Atomic::new(0),
                     detaches: Atomic::new(0),
                     released: Atomic::new(false),
@@ -184,6 +186,10 @@ mod tests {
 
             self.tracker.gets.add(1, Relaxed);
             Ok(())
+        }
+
+        fn put_memory(&self, _attach: &ExportAttachment) {
+            self.tracker.puts.add(1, Relaxed);
         }
 
         fn attach(&self, _attach: &ExportAttachment) -> Result {
@@ -409,6 +415,16 @@ mod tests {
         assert!(ranges[0].paddr != ranges[1].paddr);
         // A pinned exporter describes the same pages every time.
         assert!(second.chunks()[0].ranges() == ranges);
+
+        // The page view of the CPU chunk gives back exactly the exporter's pages.
+        let exporter_pages = &exported.data().pages;
+        let mut n = 0;
+        for (i, page) in first.chunks()[0].pages()?.enumerate() {
+            assert!(i < exporter_pages.len());
+            assert!(page?.as_ptr() == exporter_pages[i].as_ptr());
+            n += 1;
+        }
+        assert_eq!(n, exporter_pages.len());
         Ok(())
     }
 
@@ -424,8 +440,11 @@ mod tests {
             let guard = exported.dma_buf().lock();
             let mem = attachment.get_memory(&guard)?;
             assert_eq!(nr_memory(&attachment, &guard), 1);
+            assert_eq!(tracker.puts.load(Relaxed), 0);
             drop(mem);
             assert_eq!(nr_memory(&attachment, &guard), 0);
+            // The exporter's put_memory hook ran, under the lock, exactly once.
+            assert_eq!(tracker.puts.load(Relaxed), 1);
         }
 
         // `dma_buf_detach()` warns about descriptions not put; the run fails on any warning.

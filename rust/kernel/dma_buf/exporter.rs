@@ -72,6 +72,17 @@ pub trait Exporter: Sized + Send + Sync + 'static {
     /// [`ExportAttachment::peer2peer`]).
     fn get_memory(&self, attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result;
 
+    /// Called with the reservation lock held when an importer puts a description that
+    /// [`Exporter::get_memory`] built, or when the core rejects one; the core frees the
+    /// description afterwards.
+    ///
+    /// An exporter that holds something per description, for instance a reference that keeps a
+    /// revoke waiting until every importer has stopped using the ranges (as vfio-pci does),
+    /// releases it here.
+    fn put_memory(&self, _attach: &ExportAttachment) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// Called when a device attaches to the buffer; an error refuses the attachment.
     ///
     /// Called without the reservation lock held.
@@ -227,6 +238,27 @@ impl<T: Exporter> ExporterVTable<T> {
 
     /// # Safety
     ///
+    /// `attach` must be a valid attachment of a buffer created by [`export()`] for `T`, and `mem`
+    /// a description that `get_memory` returned for it, which the core hands back once, with the
+    /// reservation lock held.
+    unsafe extern "C" fn put_memory(
+        attach: *mut bindings::dma_buf_attachment,
+        mem: *mut bindings::dma_buf_memory,
+    ) {
+        // SAFETY: `attach` is valid for the duration of the callback.
+        let attach = unsafe { ExportAttachment::from_raw(attach) };
+        // SAFETY: The buffer of an attachment is not released while the attachment exists.
+        let data = unsafe { Self::data(attach.dma_buf().as_raw()) };
+
+        T::put_memory(data, attach);
+
+        // SAFETY: `mem` came from `dma_buf_memory_alloc()` in `get_memory`, and the core hands it
+        // back exactly once: nothing uses it anymore.
+        unsafe { bindings::dma_buf_memory_free(mem) };
+    }
+
+    /// # Safety
+    ///
     /// Called by the dma-buf core as the `map_dma_buf` callback; it has no requirements.
     unsafe extern "C" fn map_dma_buf(
         _attach: *mut bindings::dma_buf_attachment,
@@ -271,8 +303,12 @@ impl<T: Exporter> ExporterVTable<T> {
         unmap_dma_buf: Some(Self::unmap_dma_buf),
         release: Some(Self::release),
         get_memory: Some(Self::get_memory),
-        // The core frees the descriptions with `dma_buf_memory_free()`.
-        put_memory: None,
+        // Without the hook the core frees the descriptions with `dma_buf_memory_free()`.
+        put_memory: if T::HAS_PUT_MEMORY {
+            Some(Self::put_memory)
+        } else {
+            None
+        },
         ..pin_init::zeroed()
     };
 

@@ -11,6 +11,7 @@ use crate::{
     error::to_result,
     io::PhysAddr,
     page::{
+        BorrowedPage,
         Page,
         PAGE_SIZE, //
     },
@@ -200,6 +201,33 @@ impl Chunk {
     pub fn size(&self) -> usize {
         // The core checked that the sizes of all ranges add up without overflow.
         self.ranges().iter().map(|range| range.len).sum()
+    }
+
+    /// Returns the pages of a [`ChunkKind::Cpu`] chunk, in buffer order, or [`EINVAL`] for PCI
+    /// MMIO, which has no `struct page`s.
+    ///
+    /// This is the Rust counterpart of C's `dma_buf_chunk_bvec()`. The pages borrow the chunk,
+    /// so they cannot outlive the description, and with it the reservation lock or the
+    /// importer's mapping. A range whose address has no `struct page` (an exporter that
+    /// described something other than system memory as CPU memory) ends the iteration with
+    /// [`EFAULT`].
+    pub fn pages(&self) -> Result<impl Iterator<Item = Result<BorrowedPage<'_>>> + '_> {
+        if self.kind() != ChunkKind::Cpu {
+            return Err(EINVAL);
+        }
+        Ok(self.ranges().iter().flat_map(|range| {
+            // The core checked that ranges are page aligned and do not wrap.
+            (0..range.len / PAGE_SIZE).map(move |i| {
+                let paddr = range.paddr + (i * PAGE_SIZE) as PhysAddr;
+                // SAFETY: `dma_buf_phys_to_page()` only computes a pointer; it returns NULL for
+                // an address without a `struct page`.
+                let page = NonNull::new(unsafe { bindings::dma_buf_phys_to_page(paddr) })
+                    .ok_or(EFAULT)?;
+                // SAFETY: The page belongs to a CPU chunk, whose memory the exporter keeps valid
+                // for as long as the description, which the returned page borrows.
+                Ok(unsafe { BorrowedPage::from_raw(page) })
+            })
+        }))
     }
 }
 
