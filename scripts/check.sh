@@ -81,5 +81,16 @@ KBUILD=$(cat "$CACHE/current-build")
 export KBUILD
 stage module+tools "$TOP/scripts/build-guest.sh" "$OUT"
 stage host-tests host_tests
+lint() {
+	local p f
+	"$TOP/scripts/lint.sh" "$OUT/lint" 2>/dev/null | tee "$OUT/lint.tap"
+	p=$(grep -c '^ok ' "$OUT/lint.tap")
+	f=$(grep -c '^not ok ' "$OUT/lint.tap")
+	[ "$p" -gt 0 ] || f=$((f + 1))
+	passed=$((passed + p)) failed=$((failed + f))
+	return 0	# counted above; the guest tests run whatever lint says
+}
+
+stage lint lint
 stage boot+tests guest_run
 finish

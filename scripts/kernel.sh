@@ -94,7 +94,8 @@ fi
 
 cpu_lock
 # --- 4. build ---------------------------------------------------------------
-stamp=$(printf '%s\n' "$(cat .pristine-version)" "$series_hash" "$overlay_hash" "$config_key" | sha256sum | cut -c1-16)
+stamp=$(printf '%s\n' "$(cat .pristine-version)" "$series_hash" "$overlay_hash" "$config_key" \
+	"${KMAKE[*]}" | sha256sum | cut -c1-16)
 if [ "$(cat "$B/.stamp" 2>/dev/null)" = "$stamp" ] && [ -f "$B/arch/x86/boot/bzImage" ]; then
 	log "kernel: up to date ($(cat .pristine-version), series $series_hash)"
 else

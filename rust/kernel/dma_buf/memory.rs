@@ -221,8 +221,8 @@ impl Chunk {
                 let paddr = range.paddr + (i * PAGE_SIZE) as PhysAddr;
                 // SAFETY: `dma_buf_phys_to_page()` only computes a pointer; it returns NULL for
                 // an address without a `struct page`.
-                let page = NonNull::new(unsafe { bindings::dma_buf_phys_to_page(paddr) })
-                    .ok_or(EFAULT)?;
+                let page =
+                    NonNull::new(unsafe { bindings::dma_buf_phys_to_page(paddr) }).ok_or(EFAULT)?;
                 // SAFETY: The page belongs to a CPU chunk, whose memory the exporter keeps valid
                 // for as long as the description, which the returned page borrows.
                 Ok(unsafe { BorrowedPage::from_raw(page) })

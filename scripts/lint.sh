@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Style and lint checks, reported as TAP: checkpatch --strict on the C patch
+# series and the C modules, rustfmt (kernel config) on the kernel-side Rust,
+# clippy-clean module build (CLIPPY=1), cargo fmt and cargo clippy on the
+# host crates. Usage: lint.sh OUTDIR (logs go there).
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+out=$(realpath -m "$1")
+mkdir -p "$out"
+TREE="$CACHE/linux"
+KBUILD=${KBUILD:-$(cat "$CACHE/current-build")}
+n=0 bad=0
+
+check() {	# check DESCRIPTION LOG CMD...
+	local desc=$1 logf=$out/$2
+	shift 2
+	n=$((n + 1))
+	if "$@" >"$logf" 2>&1; then
+		echo "ok $n - $desc"
+	else
+		bad=$((bad + 1))
+		echo "not ok $n - $desc"
+		sed 's/^/# /' "$logf" | head -n 40
+	fi
+}
+
+# checkpatch's spdxcheck needs Debian's python3 (python3-ply), not pyenv's.
+cp_strict() { PATH=/usr/bin:$PATH "$TREE/scripts/checkpatch.pl" --strict --quiet "$@"; }
+
+# New files in a patch trip FILE_PATH_CHANGES ("does MAINTAINERS need
+# updating?"); `make series` checks MAINTAINERS coverage directly instead.
+check "checkpatch --strict: the $(ls "$TOP"/patches/*.patch | wc -l) patches of the series" \
+	checkpatch-patches.log cp_strict --ignore FILE_PATH_CHANGES "$TOP"/patches/*.patch
+check "checkpatch --strict: the C modules (samples/c, bench)" checkpatch-modules.log \
+	cp_strict --no-tree -f $(cd "$TOP" && git ls-files --full-name -- 'samples/c/*.[ch]' 'bench/*.c' |
+		sed "s|^|$TOP/|")
+
+rust_files=$(cd "$TOP" && ls rust/kernel/dma_buf/*.rs src/*.rs tests/kunit/*.rs samples/rust/*.rs)
+check "rustfmt (kernel .rustfmt.toml): kernel::dma_buf, the module, its tests, the Rust samples" \
+	rustfmt.log sh -c "cd '$TOP' && rustfmt --check --edition 2021 --config-path '$TREE/.rustfmt.toml' $(echo $rust_files)"
+
+clippy_module() {
+	cpu_lock
+	touch "$TOP"/src/dmabuf_memory.rs "$TOP"/samples/rust/*.rs
+	"${KMAKE[@]}" -C "$KBUILD" M="$TOP" CLIPPY=1 modules 2>&1 | tee /dev/stderr |
+		grep -E '^(warning|error)' && return 1
+	return 0
+}
+check "the out-of-tree modules build with CLIPPY=1 and no warning" clippy-module.log clippy_module
+check "kernel::dma_buf: no compiler or clippy warning in the last kernel build" kernel-warnings.log \
+	sh -c "! grep -B2 -A8 -E '^(warning|error)' '$KBUILD/build.log' | grep -A10 -B2 'dma_buf\|dma-buf'"
+check "cargo fmt --check (host crates)" cargo-fmt.log sh -c "cd '$TOP' && cargo fmt --all --check"
+check "cargo clippy -D warnings (host crates, all targets)" cargo-clippy.log \
+	sh -c "cd '$TOP' && cargo clippy --quiet --workspace --all-targets -- -D warnings"
+
+echo "1..$n"
+[ $bad = 0 ]
