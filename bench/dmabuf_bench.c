@@ -4,16 +4,19 @@
  *
  * At insmod, for buffers of 4 KiB to 16 GiB made of 1, 16 or 256 physical
  * ranges, the module times dma_buf_get_memory() + dma_buf_put_memory() and
- * dma_buf_map_attachment() + dma_buf_unmap_attachment() on the same
- * attachment of the same buffer, counts the bytes each description holds,
+ * dma_buf_map_attachment() + dma_buf_unmap_attachment(), the latter without
+ * (sg) and, where the buffer is real memory, with (sg+dma) the DMA mapping,
+ * on the same attachment of the same buffer, counts the bytes each
+ * description holds,
  * and prints a table to the kernel log, every line starting "dmabuf-bench:".
  * The module stays loaded, doing nothing, until rmmod.
  *
- * The bench exporter describes PCI MMIO the way vfio-pci does: a buffer is
- * a list of ranges of one provider, and
+ * The bench exporter describes its memory the way vfio-pci does: a buffer
+ * is a list of ranges of one kind (and provider), and
  *
- * - get_memory returns them as one P2P MMIO chunk, built with
- *   dma_buf_memory_alloc() and dma_buf_memory_add_range();
+ * - get_memory returns them as one chunk, P2P MMIO or CPU (see Memory
+ *   below), built with dma_buf_memory_alloc() and
+ *   dma_buf_memory_add_range();
  * - map_dma_buf returns them as an sg_table shaped like the one of
  *   dma_buf_phys_vec_to_sgt(), the kernel's helper for exporters of
  *   physical ranges (vfio-pci's map_dma_buf): one sg_alloc_table() entry
@@ -23,13 +26,29 @@
  *   which also walks every page, a cost growing with the buffer size that
  *   this bench does not measure.
  *
- * The physical addresses are fake: page-aligned ranges spread, with a gap
- * after each, over a window at 1 TiB where the guest has nothing. Nothing
- * dereferences them, maps them or hands them to hardware: the importer only
- * times and measures the descriptions. For the same reason map_dma_buf
- * writes the physical addresses into sg_dma_address() where a real exporter
- * would DMA-map each range (dma_map_phys() or an IOVA link) and unmap it
- * again in unmap_dma_buf: the sg path's time is a lower bound.
+ * The sg column: map_dma_buf writes the physical addresses into
+ * sg_dma_address() where a real exporter would DMA-map each range
+ * (dma_map_phys() or an IOVA link) and unmap it again in unmap_dma_buf:
+ * that time is a lower bound.
+ *
+ * The sg+dma column is what a real exporter of CPU memory costs: the same
+ * attachment, with map_dma_buf building the sg_table from the pages of the
+ * ranges and calling dma_map_sgtable() for attach->dev, unmap_dma_buf
+ * dma_unmap_sgtable(). The importer attaches with pci-testdev, a PCI device
+ * no driver binds in bench mode, behind the guest's emulated intel-iommu
+ * (intel_iommu=on iommu.strict=1): its default DMA domain maps every page
+ * of the buffer into the IOMMU page table and unmaps it with a synchronous
+ * IOTLB invalidation, the per-page cost importers that build their own page
+ * tables from dma_buf_get_memory() (iommufd, KVM) do not pay on each map.
+ *
+ * Memory: a guest of 2 GiB cannot hold the buffers, so every range whose
+ * length fits one physically contiguous block of up to 4 MiB, allocated
+ * once, is that block: all ranges of a buffer are the same physical memory,
+ * described as CPU memory by get_memory and by both sg variants. Nothing
+ * reads or writes it, and the device never does DMA. Buffers with longer
+ * ranges (64 MiB and 1 GiB in 1 or 16 ranges, 16 GiB) keep fake P2P MMIO
+ * ranges spread, with a gap after each, over a window at 1 TiB where the
+ * guest has nothing, and have no sg+dma column.
  *
  * Times are medians over batches of back-to-back calls with the
  * reservation lock held around each batch, as importers hold it around
@@ -42,12 +61,15 @@
 #include <linux/device/faux.h>
 #include <linux/dma-buf.h>
 #include <linux/dma-buf-memory.h>
+#include <linux/dma-mapping.h>
 #include <linux/dma-resv.h>
+#include <linux/iommu.h>
 #include <linux/ktime.h>
 #include <linux/math64.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/overflow.h>
+#include <linux/pci.h>
 #include <linux/pci-p2pdma.h>
 #include <linux/scatterlist.h>
 #include <linux/sizes.h>
@@ -58,8 +80,15 @@
 /* The longest sg entry dma_buf_phys_vec_to_sgt() builds. */
 #define BENCH_SG_MAX_SEG	ALIGN_DOWN(UINT_MAX, PAGE_SIZE)
 #define BENCH_BATCHES		15
+/* Batches of a call longer than BENCH_SLOW_NS (the largest sg+dma rows). */
+#define BENCH_SLOW_BATCHES	5
+#define BENCH_SLOW_NS		(5 * BENCH_BATCH_NS)
 #define BENCH_BATCH_NS		(20 * NSEC_PER_MSEC)
 #define BENCH_MAX_ITERS		SZ_64K
+/* The real memory behind ranges of at most its size. */
+#define BENCH_BLOCK_ORDER	min_t(int, get_order(SZ_4M), MAX_PAGE_ORDER)
+/* pci-testdev, the device the importer DMA-maps for. */
+#define BENCH_TESTDEV_ID	0x0005
 
 static const u64 bench_sizes[] = { SZ_4K, SZ_1M, SZ_64M, SZ_1G, SZ_16G };
 static const unsigned int bench_nr_ranges[] = { 1, 16, 256 };
@@ -72,6 +101,10 @@ static struct p2pdma_provider bench_provider;
 struct bench_buf {
 	u64 size;
 	unsigned int nr_ranges;
+	/* The memory of every range, NULL for fake MMIO ranges. */
+	struct page *block;
+	/* map_dma_buf DMA-maps (sg+dma) instead of writing the addresses. */
+	bool dma;
 };
 
 struct bench_time {
@@ -79,25 +112,38 @@ struct bench_time {
 	u64 min;
 	u64 max;
 	unsigned int iters;
+	unsigned int batches;
 };
 
 struct bench_row {
 	u64 size;
 	unsigned int nr_ranges;
-	struct bench_time mem, sg;
+	struct bench_time mem, sg, sgd;
 	size_t mem_bytes, sg_bytes;
 	unsigned int mem_allocs, sg_allocs, sg_nents;
+	/* The ranges are the real block (CPU memory), not fake MMIO. */
+	bool cpu;
+	/* sgd and sgd_nents (DMA segments) are valid: sg+dma was measured. */
+	bool has_sgd;
+	unsigned int sgd_nents;
 };
 
 static struct bench_row bench_rows[BENCH_MAX_ROWS];
 
-/* Range @i of @buf: equal ranges, each followed by a gap as long as itself. */
+/* The DMA domain of the importer's device, to check an IOVA. */
+static struct iommu_domain *bench_domain;
+
+/*
+ * Range @i of @buf: equal ranges, all the block if @buf has one, else fake
+ * MMIO each followed by a gap as long as itself.
+ */
 static struct phys_vec bench_range(const struct bench_buf *buf, unsigned int i)
 {
 	u64 len = div_u64(buf->size, buf->nr_ranges);
 
 	return (struct phys_vec){
-		.paddr = BENCH_PHYS_BASE + 2 * len * i,
+		.paddr = buf->block ? page_to_phys(buf->block) :
+				      BENCH_PHYS_BASE + 2 * len * i,
 		.len = len,
 	};
 }
@@ -115,8 +161,11 @@ static int bench_get_memory(struct dma_buf_attachment *attach,
 	m = dma_buf_memory_alloc(1, buf->nr_ranges, GFP_KERNEL);
 	if (!m)
 		return -ENOMEM;
-	ret = dma_buf_memory_add_chunk(m, &bench_provider,
-				       DMA_BUF_CHUNK_P2P_MMIO, 0);
+	if (buf->block)
+		ret = dma_buf_memory_add_chunk(m, NULL, DMA_BUF_CHUNK_CPU, 0);
+	else
+		ret = dma_buf_memory_add_chunk(m, &bench_provider,
+					       DMA_BUF_CHUNK_P2P_MMIO, 0);
 	for (i = 0; !ret && i < buf->nr_ranges; i++) {
 		struct phys_vec range = bench_range(buf, i);
 
@@ -130,6 +179,39 @@ static int bench_get_memory(struct dma_buf_attachment *attach,
 	return 0;
 }
 
+/*
+ * sg+dma: a table of the pages of the ranges, one entry per range (no range
+ * is longer than the block), DMA-mapped for the importer's device.
+ */
+static struct sg_table *bench_map_dma(struct dma_buf_attachment *attach,
+				      enum dma_data_direction dir)
+{
+	const struct bench_buf *buf = attach->dmabuf->priv;
+	struct scatterlist *sg;
+	struct sg_table *sgt;
+	unsigned int i;
+	int ret;
+
+	sgt = kzalloc_obj(*sgt);
+	if (!sgt)
+		return ERR_PTR(-ENOMEM);
+	ret = sg_alloc_table(sgt, buf->nr_ranges, GFP_KERNEL);
+	if (ret)
+		goto err_free;
+	for_each_sgtable_sg(sgt, sg, i)
+		sg_set_page(sg, buf->block, (unsigned int)bench_range(buf, i).len, 0);
+	ret = dma_map_sgtable(attach->dev, sgt, dir, 0);
+	if (ret)
+		goto err_table;
+	return sgt;
+
+err_table:
+	sg_free_table(sgt);
+err_free:
+	kfree(sgt);
+	return ERR_PTR(ret);
+}
+
 /* dma_buf_phys_vec_to_sgt() without the DMA mapping: see the top comment. */
 static struct sg_table *bench_map(struct dma_buf_attachment *attach,
 				  enum dma_data_direction dir)
@@ -139,6 +221,9 @@ static struct sg_table *bench_map(struct dma_buf_attachment *attach,
 	struct sg_table *sgt;
 	unsigned int i, nents = 0;
 	int ret;
+
+	if (buf->dma)
+		return bench_map_dma(attach, dir);
 
 	for (i = 0; i < buf->nr_ranges; i++)
 		nents += DIV_ROUND_UP_ULL(bench_range(buf, i).len,
@@ -175,6 +260,10 @@ static struct sg_table *bench_map(struct dma_buf_attachment *attach,
 static void bench_unmap(struct dma_buf_attachment *attach,
 			struct sg_table *sgt, enum dma_data_direction dir)
 {
+	const struct bench_buf *buf = attach->dmabuf->priv;
+
+	if (buf->dma)
+		dma_unmap_sgtable(attach->dev, sgt, dir, 0);
 	sg_free_table(sgt);
 	kfree(sgt);
 }
@@ -277,8 +366,8 @@ static int bench_time(struct dma_buf_attachment *attach,
 		      int (*op)(struct dma_buf_attachment *attach),
 		      struct bench_time *t)
 {
+	unsigned int i, iters, batches = BENCH_BATCHES;
 	u64 ns, per_call[BENCH_BATCHES];
-	unsigned int i, iters;
 	int ret;
 
 	for (iters = 1; ; iters *= 2) {
@@ -288,17 +377,21 @@ static int bench_time(struct dma_buf_attachment *attach,
 		if (ns >= BENCH_BATCH_NS || iters >= BENCH_MAX_ITERS)
 			break;
 	}
-	for (i = 0; i < BENCH_BATCHES; i++) {
+	/* Fewer batches of single slow calls keep the bench short in TCG. */
+	if (iters == 1 && ns >= BENCH_SLOW_NS)
+		batches = BENCH_SLOW_BATCHES;
+	for (i = 0; i < batches; i++) {
 		ret = bench_batch(attach, op, iters, &ns);
 		if (ret)
 			return ret;
 		per_call[i] = div_u64(ns, iters);
 	}
-	sort(per_call, BENCH_BATCHES, sizeof(u64), bench_cmp_u64, NULL);
-	t->median = per_call[BENCH_BATCHES / 2];
+	sort(per_call, batches, sizeof(u64), bench_cmp_u64, NULL);
+	t->median = per_call[batches / 2];
 	t->min = per_call[0];
-	t->max = per_call[BENCH_BATCHES - 1];
+	t->max = per_call[batches - 1];
 	t->iters = iters;
+	t->batches = batches;
 	return 0;
 }
 
@@ -372,12 +465,42 @@ static bool bench_same_ranges(const struct dma_buf_memory *mem,
 	return c == mem->nr_chunks;
 }
 
+/*
+ * sg+dma: do the CPU entries give the ranges, one each, do the DMA segments
+ * add up to the buffer, and does the IOMMU translate the first DMA address
+ * to the first range?
+ */
+static bool bench_same_pages(const struct dma_buf_memory *mem,
+			     struct sg_table *sgt)
+{
+	const struct dma_buf_chunk *chunk = &mem->chunks[0];
+	struct scatterlist *sg;
+	size_t dma_len = 0;
+	unsigned int i;
+
+	if (mem->nr_chunks != 1 || sgt->orig_nents != chunk->nr_ranges ||
+	    !sgt->nents)
+		return false;
+	for_each_sgtable_sg(sgt, sg, i) {
+		if (sg_phys(sg) != chunk->ranges[i].paddr ||
+		    sg->length != chunk->ranges[i].len)
+			return false;
+	}
+	for_each_sgtable_dma_sg(sgt, sg, i)
+		dma_len += sg_dma_len(sg);
+	return dma_len == mem->size && (!bench_domain ||
+	       iommu_iova_to_phys(bench_domain, sg_dma_address(sgt->sgl)) ==
+	       chunk->ranges[0].paddr);
+}
+
 /* Measure the sizes of both descriptions of the buffer, and compare them. */
 static int bench_bytes(struct dma_buf_attachment *attach, struct bench_row *row)
 {
 	struct dma_buf *dmabuf = attach->dmabuf;
+	const struct bench_buf *buf = dmabuf->priv;
 	struct dma_buf_memory *mem;
 	struct sg_table *sgt;
+	bool same;
 	int ret;
 
 	dma_resv_lock(dmabuf->resv, NULL);
@@ -390,12 +513,19 @@ static int bench_bytes(struct dma_buf_attachment *attach, struct bench_row *row)
 		goto out_put;
 	}
 
-	row->mem_bytes = bench_memory_bytes(mem, &row->mem_allocs);
-	row->sg_bytes = bench_sgt_bytes(sgt, &row->sg_allocs);
-	row->sg_nents = sgt->nents;
-	if (mem->size != dmabuf->size || !bench_same_ranges(mem, sgt)) {
-		pr_err("%llu bytes in %u ranges: the sg_table and the memory description differ\n",
-		       row->size, row->nr_ranges);
+	if (buf->dma) {
+		/* Same table and CPU list as without DMA, so the same bytes. */
+		row->sgd_nents = sgt->nents;
+		same = bench_same_pages(mem, sgt);
+	} else {
+		row->mem_bytes = bench_memory_bytes(mem, &row->mem_allocs);
+		row->sg_bytes = bench_sgt_bytes(sgt, &row->sg_allocs);
+		row->sg_nents = sgt->nents;
+		same = bench_same_ranges(mem, sgt);
+	}
+	if (mem->size != dmabuf->size || !same) {
+		pr_err("%llu bytes in %u ranges%s: the sg_table and the memory description differ\n",
+		       row->size, row->nr_ranges, buf->dma ? " (sg+dma)" : "");
 		ret = -EINVAL;
 	}
 
@@ -407,7 +537,12 @@ out_unlock:
 	return ret;
 }
 
-static int bench_row(struct device *dev, struct bench_row *row)
+/*
+ * One row: get_memory and sg on the buffer, then sg+dma when @block backs
+ * its ranges and @dma_ok says @dev is behind an IOMMU DMA domain.
+ */
+static int bench_row(struct device *dev, struct page *block,
+		     unsigned int block_order, bool dma_ok, struct bench_row *row)
 {
 	struct bench_buf buf = { .size = row->size, .nr_ranges = row->nr_ranges };
 	DEFINE_DMA_BUF_EXPORT_INFO(exp_info);
@@ -430,9 +565,18 @@ static int bench_row(struct device *dev, struct bench_row *row)
 		goto out_put;
 	}
 
+	if (block && div_u64(buf.size, buf.nr_ranges) <= PAGE_SIZE << block_order)
+		buf.block = block;
+	row->cpu = !!buf.block;
 	ret = bench_bytes(attach, row) ?:
 	      bench_time(attach, bench_get_put, &row->mem) ?:
 	      bench_time(attach, bench_map_unmap, &row->sg);
+	if (!ret && buf.block && dma_ok) {
+		buf.dma = true;
+		ret = bench_bytes(attach, row) ?:
+		      bench_time(attach, bench_map_unmap, &row->sgd);
+		row->has_sgd = !ret;
+	}
 
 	dma_buf_detach(dmabuf, attach);
 out_put:
@@ -475,8 +619,8 @@ static const char *bench_ratio_str(u64 a, u64 b, char *s, size_t len)
 static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 			const struct bench_time *kmalloc_time)
 {
-	unsigned int i, j, fast = 0, small = 0;
-	char s[16], tx[16], bx[16];
+	unsigned int i, j, fast = 0, small = 0, fast_dma = 0, nr_dma = 0;
+	char s[16], tx[16], bx[16], dns[16], dn[16], dx[16];
 
 	pr_info("dma_buf_get_memory()+put vs dma_buf_map_attachment()+unmap, same attachment, same buffer\n");
 	if (IS_ENABLED(CONFIG_KASAN) || IS_ENABLED(CONFIG_LOCKDEP) ||
@@ -488,36 +632,60 @@ static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 	else
 		pr_info("kernel without KASAN, lockdep or kmemleak\n");
 	pr_info("absolute times are those of this machine (QEMU TCG for make bench): compare the ratios\n");
-	pr_info("sg path: one sg entry per range split at 4 GiB - 4 KiB (dma_buf_phys_vec_to_sgt() shape), without its DMA mapping: a lower bound\n");
-	pr_info("ns: median per call pair; bytes: metadata held by the description; x: map_attachment / get_memory\n");
-	pr_info("%8s %6s | %10s %6s %6s | %10s %6s %6s %6s | %7s %7s\n",
-		"size", "ranges", "get_mem ns", "bytes", "allocs",
-		"map_att ns", "nents", "bytes", "allocs", "time x", "bytes x");
+	pr_info("sg: one sg entry per range split at 4 GiB - 4 KiB (dma_buf_phys_vec_to_sgt() shape), DMA addresses written without the DMA API: a lower bound\n");
+	pr_info("sg+dma: one sg entry per range of CPU pages, dma_map_sgtable()/dma_unmap_sgtable() for pci-testdev behind intel-iommu (strict): what a real exporter pays; - where the ranges are fake MMIO (longer than the block)\n");
+	pr_info("mem: cpu = every range is the same real block, mmio = fake P2P MMIO ranges\n");
+	pr_info("ns: median per call pair; bytes: metadata held by the description (sg+dma holds the same as sg); dsegs: DMA segments after the IOMMU merged the entries; sg x, dma x: sg, sg+dma time / get_memory time\n");
+	pr_info("%8s %6s %4s | %10s %6s %6s | %10s %6s %6s %6s | %10s %5s | %7s %7s %7s\n",
+		"size", "ranges", "mem", "get_mem ns", "bytes", "allocs",
+		"sg ns", "nents", "bytes", "allocs", "sg+dma ns", "dsegs",
+		"sg x", "dma x", "bytes x");
 	for (i = 0; i < nr_rows; i++) {
 		const struct bench_row *r = &rows[i];
 
 		fast += bench_ratio(r->sg.median, r->mem.median) >= 1000;
 		small += bench_ratio(r->sg_bytes, r->mem_bytes) >= 200;
-		pr_info("%8s %6u | %10llu %6zu %6u | %10llu %6u %6zu %6u | %7s %7s\n",
+		if (r->has_sgd) {
+			nr_dma++;
+			fast_dma += bench_ratio(r->sgd.median, r->mem.median) >= 1000;
+			snprintf(dns, sizeof(dns), "%llu", r->sgd.median);
+			snprintf(dn, sizeof(dn), "%u", r->sgd_nents);
+			bench_ratio_str(r->sgd.median, r->mem.median, dx, sizeof(dx));
+		} else {
+			strscpy(dns, "-");
+			strscpy(dn, "-");
+			strscpy(dx, "-");
+		}
+		pr_info("%8s %6u %4s | %10llu %6zu %6u | %10llu %6u %6zu %6u | %10s %5s | %7s %7s %7s\n",
 			bench_size_str(r->size, s, sizeof(s)), r->nr_ranges,
+			r->cpu ? "cpu" : "mmio",
 			r->mem.median, r->mem_bytes, r->mem_allocs,
 			r->sg.median, r->sg_nents, r->sg_bytes, r->sg_allocs,
+			dns, dn,
 			bench_ratio_str(r->sg.median, r->mem.median, tx, sizeof(tx)),
+			dx,
 			bench_ratio_str(r->sg_bytes, r->mem_bytes, bx, sizeof(bx)));
 	}
 	for (i = 0; i < nr_rows; i++) {
 		const struct bench_row *r = &rows[i];
 
-		pr_info("row size=%llu ranges=%u mem_ns=%llu mem_ns_min=%llu mem_ns_max=%llu mem_iters=%u mem_bytes=%zu mem_allocs=%u sg_ns=%llu sg_ns_min=%llu sg_ns_max=%llu sg_iters=%u sg_nents=%u sg_bytes=%zu sg_allocs=%u\n",
-			r->size, r->nr_ranges, r->mem.median, r->mem.min,
+		if (r->has_sgd)
+			snprintf(dns, sizeof(dns), "%llu", r->sgd.median);
+		pr_info("row size=%llu ranges=%u memory=%s mem_ns=%llu mem_ns_min=%llu mem_ns_max=%llu mem_iters=%u mem_bytes=%zu mem_allocs=%u sg_ns=%llu sg_ns_min=%llu sg_ns_max=%llu sg_iters=%u sg_nents=%u sg_bytes=%zu sg_allocs=%u sgd_ns=%s sgd_ns_min=%llu sgd_ns_max=%llu sgd_iters=%u sgd_batches=%u sgd_nents=%u\n",
+			r->size, r->nr_ranges, r->cpu ? "cpu" : "mmio",
+			r->mem.median, r->mem.min,
 			r->mem.max, r->mem.iters, r->mem_bytes, r->mem_allocs,
 			r->sg.median, r->sg.min, r->sg.max, r->sg.iters,
-			r->sg_nents, r->sg_bytes, r->sg_allocs);
+			r->sg_nents, r->sg_bytes, r->sg_allocs,
+			r->has_sgd ? dns : "-", r->sgd.min, r->sgd.max,
+			r->sgd.iters, r->sgd.batches, r->sgd_nents);
 	}
 
 	pr_info("one kmalloc(64)+kfree(): %llu ns; both paths pay it per allocation (allocs columns)\n",
 		kmalloc_time->median);
-	pr_info("goal get_memory >= 10x faster: %u of %u rows\n", fast, nr_rows);
+	pr_info("goal get_memory >= 10x faster than sg: %u of %u rows\n", fast, nr_rows);
+	pr_info("get_memory >= 10x faster than sg+dma: %u of %u rows with sg+dma\n",
+		fast_dma, nr_dma);
 	pr_info("goal get_memory <= 1/2 the bytes: %u of %u rows\n", small, nr_rows);
 	/* Flat in size: per range count, slowest over fastest size. */
 	for (j = 0; j < ARRAY_SIZE(bench_nr_ranges); j++) {
@@ -544,17 +712,64 @@ static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 	}
 }
 
+/*
+ * The importer's device: pci-testdev if there is one, with whether the DMA
+ * API maps for it through an IOMMU DMA domain; else a faux device.
+ */
+static struct device *bench_device(struct pci_dev **pdev,
+				   struct faux_device **fdev, bool *dma_ok)
+{
+	struct iommu_domain *domain;
+
+	*dma_ok = false;
+	*fdev = NULL;
+	*pdev = pci_get_device(PCI_VENDOR_ID_REDHAT, BENCH_TESTDEV_ID, NULL);
+	if (*pdev) {
+		domain = iommu_get_domain_for_dev(&(*pdev)->dev);
+		pr_info("importer device: pci-testdev %s, driver %s, IOMMU domain %s type %#x\n",
+			pci_name(*pdev),
+			(*pdev)->dev.driver ? (*pdev)->dev.driver->name : "none",
+			domain ? "present," : "none,", domain ? domain->type : 0);
+		if (domain && iommu_is_dma_domain(domain) && !(*pdev)->dev.driver) {
+			bench_domain = domain;
+			*dma_ok = true;
+		} else {
+			pr_info("pci-testdev is bound or has no IOMMU DMA domain: no sg+dma column\n");
+		}
+		return &(*pdev)->dev;
+	}
+	pr_info("no pci-testdev (1b36:0005): faux device, no sg+dma column\n");
+	*fdev = faux_device_create(KBUILD_MODNAME, NULL, NULL);
+	return *fdev ? &(*fdev)->dev : NULL;
+}
+
 static int __init dmabuf_bench_init(void)
 {
+	unsigned int i, j, n = 0, order = BENCH_BLOCK_ORDER;
 	struct bench_time kmalloc_time;
 	struct faux_device *fdev;
-	unsigned int i, j, n = 0;
+	struct pci_dev *pdev;
+	struct device *dev;
+	struct page *block;
+	bool dma_ok;
 	int ret = 0;
 
-	/* A real device to attach with; nothing DMAs. */
-	fdev = faux_device_create(KBUILD_MODNAME, NULL, NULL);
-	if (!fdev)
+	/* The device to attach with; nothing DMAs. */
+	dev = bench_device(&pdev, &fdev, &dma_ok);
+	if (!dev)
 		return -ENODEV;
+	/* The largest block up to 4 MiB: real memory behind short ranges. */
+	for (;;) {
+		block = alloc_pages(GFP_KERNEL | __GFP_NOWARN, order);
+		if (block || !order)
+			break;
+		order--;
+	}
+	if (block)
+		pr_info("real memory: one block of %lu KiB at %pa\n",
+			(PAGE_SIZE << order) / SZ_1K, &(phys_addr_t){ page_to_phys(block) });
+	else
+		pr_info("no block of real memory: no sg+dma column\n");
 
 	for (i = 0; i < ARRAY_SIZE(bench_sizes) && !ret; i++) {
 		for (j = 0; j < ARRAY_SIZE(bench_nr_ranges) && !ret; j++) {
@@ -565,7 +780,7 @@ static int __init dmabuf_bench_init(void)
 				continue;
 			row->size = bench_sizes[i];
 			row->nr_ranges = bench_nr_ranges[j];
-			ret = bench_row(&fdev->dev, row);
+			ret = bench_row(dev, block, order, dma_ok, row);
 			if (ret)
 				pr_err("%llu bytes in %u ranges: error %d\n",
 				       row->size, row->nr_ranges, ret);
@@ -573,7 +788,12 @@ static int __init dmabuf_bench_init(void)
 				n++;
 		}
 	}
-	faux_device_destroy(fdev);
+	if (block)
+		__free_pages(block, order);
+	if (fdev)
+		faux_device_destroy(fdev);
+	pci_dev_put(pdev);
+	bench_domain = NULL;
 	if (!ret)
 		ret = bench_time(NULL, bench_kmalloc, &kmalloc_time);
 

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # `make bench`: boot the patched kernel in QEMU, load bench/dmabuf_bench.ko,
 # which times dma_buf_get_memory() against dma_buf_map_attachment() and
-# counts their bytes, and print its table; then print the table of
+# counts their bytes, and print its table and a summary of its three time
+# columns: get_memory, sg (an sg_table without the DMA API, a lower bound)
+# and sg+dma (dma_map_sgtable() for pci-testdev through the guest's
+# intel-iommu, what a real exporter pays), with sg+dma / get_memory; then
+# print the table of
 # `dmabuf-tool bench` (iommufd MAP_FILE+UNMAP by range count, revoke by
 # importer count, through VFIO and a real intel-iommu domain). The full
 # results are in OUT/bench/results.log, one machine-readable "row" line per
@@ -41,6 +45,28 @@ for l in lines:
         print(l)
 with open(os.path.join(outdir, 'rows.txt'), 'w') as f:
     f.writelines(l + '\n' for l in rows)
+
+
+def size_str(n):
+    for unit, name in ((1 << 30, 'GiB'), (1 << 20, 'MiB'), (1 << 10, 'KiB')):
+        if n >= unit:
+            return f'{n // unit} {name}'
+    return f'{n} B'
+
+
+# The three time columns of the module's table, from its row lines.
+if rows:
+    print()
+    print('summary: ns per call pair (median); x: time / get_memory; '
+          'sg+dma only where the ranges are real memory')
+    print(f'{"size":>8} {"ranges":>6} | {"get_memory":>10} {"sg":>10} {"sg+dma":>10} | '
+          f'{"sg x":>6} {"sg+dma x":>8}')
+    for l in rows:
+        kv = dict(f.split('=', 1) for f in l.split()[1:] if '=' in f)
+        mem, sg, sgd = int(kv['mem_ns']), int(kv['sg_ns']), kv.get('sgd_ns', '-')
+        sgd_x = f'{int(sgd) / mem:.2f}' if sgd != '-' and mem else '-'
+        print(f'{size_str(int(kv["size"])):>8} {kv["ranges"]:>6} | {mem:>10} {sg:>10} {sgd:>10} | '
+              f'{sg / mem if mem else 0:>6.2f} {sgd_x:>8}')
 
 tally.add('bench', 'insmod succeeds', rc == 0, f'rc={rc}')
 tally.add('bench', 'benchmark finished', 'done' in lines and rows, '\n'.join(lines[-20:]))
