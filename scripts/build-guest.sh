@@ -33,6 +33,7 @@ make -s -C "$TREE/tools/testing/selftests/iommu" OUTPUT="$st" \
 	"$TOP/bench/dmabuf_bench.ko:lib/modules/dmabuf_bench.ko" \
 	"$TOP/samples/rust/rust_dmabuf_exporter.ko:lib/modules/rust_dmabuf_exporter.ko" \
 	"$TOP/samples/rust/rust_dmabuf_importer.ko:lib/modules/rust_dmabuf_importer.ko" \
+	"$TOP/samples/rust/rust_dmabuf_bar_exporter.ko:lib/modules/rust_dmabuf_bar_exporter.ko" \
 	"$tool:bin/dmabuf-tool" \
 	"$st/iommufd:bin/iommufd"
 log "initramfs: $out/initramfs.cpio.gz ($(du -h "$out/initramfs.cpio.gz" | cut -f1))"

@@ -8,6 +8,8 @@ commands:
   bind                  bind edu, ivshmem and pci-testdev to vfio-pci
   smoke                 in-guest TAP test of the stock single-range dma-buf path
   demo                  the same story, told step by step for a person
+  bar-exporter          in-guest TAP test of rust_dmabuf_bar_exporter: ivshmem's
+                        BAR2 exported by a Rust PCI driver, revoked on unbind
   bench                 time MAP_FILE+UNMAP by range count and revoke by
                         importer count (figures for `make bench`, not a test)
   try-map [--bar N] [--iova ADDR] RANGES
@@ -24,6 +26,7 @@ pub enum Command {
     Bind,
     Smoke,
     Demo,
+    BarExporter,
     Bench,
     TryMap {
         bar: u32,
@@ -88,6 +91,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some("bind") => no_more(Command::Bind),
         Some("smoke") => no_more(Command::Smoke),
         Some("demo") => no_more(Command::Demo),
+        Some("bar-exporter") => no_more(Command::BarExporter),
         Some("bench") => no_more(Command::Bench),
         Some("try-map") => {
             let mut bar = 2u32;
@@ -196,6 +200,7 @@ mod tests {
         assert_eq!(parse(&v(&["--help"])), Ok(Command::Help));
         assert_eq!(parse(&v(&["bind"])), Ok(Command::Bind));
         assert_eq!(parse(&v(&["smoke"])), Ok(Command::Smoke));
+        assert_eq!(parse(&v(&["bar-exporter"])), Ok(Command::BarExporter));
         assert_eq!(parse(&v(&["demo"])), Ok(Command::Demo));
         assert_eq!(parse(&v(&["bench"])), Ok(Command::Bench));
         assert!(parse(&v(&["bench", "x"])).is_err());

@@ -3,6 +3,7 @@
 //! mapping of a VFIO dma-buf. See `dmabuf-tool help`.
 
 mod args;
+mod bar_exporter;
 mod bench;
 mod edu;
 mod errno;
@@ -52,6 +53,10 @@ fn main() -> ExitCode {
                  from a VFIO dma-buf.",
             );
             story::run(&mut Runner::new(&mut n))
+        }
+        Command::BarExporter => {
+            let mut tap = tap::Tap::new(io::stdout());
+            bar_exporter::run(&mut Runner::new(&mut tap))
         }
         Command::Bench => bench::run(&mut io::stdout()),
         Command::TryMap { bar, iova, ranges } => report_result(try_map(bar, iova, &ranges)),
