@@ -36,6 +36,25 @@ check "checkpatch --strict: the C modules (samples/c, bench)" checkpatch-modules
 	cp_strict --no-tree -f $(cd "$TOP" && git ls-files --full-name -- 'samples/c/*.[ch]' 'bench/*.c' |
 		sed "s|^|$TOP/|")
 
+# kernel-doc: files the series adds are warning-free; files it changes have
+# no more warnings than in the pristine tree.
+kdoc() {
+	local f new old rc=0
+	cd "$TREE" || return 1
+	for f in $(git diff --name-only --diff-filter=A pristine series -- '*.c' '*.h'); do
+		new=$(scripts/kernel-doc -none -Wall "$f" 2>&1)
+		[ -z "$new" ] || { echo "$f:"; echo "$new"; rc=1; }
+	done
+	for f in $(git diff --name-only --diff-filter=M pristine series -- '*.c' '*.h'); do
+		new=$(scripts/kernel-doc -none -Wall "$f" 2>&1 | wc -l)
+		old=$(git show "pristine:$f" > "$out/kdoc-old.${f##*.}" &&
+			scripts/kernel-doc -none -Wall "$out/kdoc-old.${f##*.}" 2>&1 | wc -l)
+		[ "$new" -le "$old" ] || { echo "$f: $old -> $new kernel-doc warnings"; rc=1; }
+	done
+	return $rc
+}
+check "kernel-doc -Wall: no new warning in the files the series adds or changes" kernel-doc.log kdoc
+
 rust_files=$(cd "$TOP" && ls rust/kernel/dma_buf/*.rs src/*.rs tests/kunit/*.rs samples/rust/*.rs)
 check "rustfmt (kernel .rustfmt.toml): kernel::dma_buf, the module, its tests, the Rust samples" \
 	rustfmt.log sh -c "cd '$TOP' && rustfmt --check --edition 2021 --config-path '$TREE/.rustfmt.toml' $(echo $rust_files)"
