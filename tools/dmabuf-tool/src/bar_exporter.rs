@@ -12,13 +12,14 @@
 //! revoke and nothing of what it tried after.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::args::{hex_preview, size, span};
+use crate::dmabuf;
 use crate::edu::{Edu, EDU_BUFFER};
 use crate::errno::{expect_errno, Context, Error, Result};
 use crate::iommufd::Iommufd;
@@ -123,37 +124,6 @@ fn bind_to_driver(sysfs: &Sysfs, bdf: &str, f: &mut Facts) -> Result<()> {
     }
     f.add(format!("{DEVICE} exists"));
     Ok(())
-}
-
-/// The dma-buf fdinfo line `key:` of `fd`.
-fn fdinfo(fd: &OwnedFd, key: &str) -> Result<String> {
-    let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
-    let text = std::fs::read_to_string(&path).op(format!("read {path}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .map(|v| v.trim().to_string())
-        .ok_or_else(|| Error::msg(format!("{path} has no {key} line")))
-}
-
-/// Collect "DMAR: [DMA Write" lines until one arrives or `limit` passes.
-fn wait_for_faults(watch: Option<&mut kmsg::Watch>, limit: Duration) -> Vec<String> {
-    let Some(w) = watch else {
-        sleep(limit);
-        return Vec::new();
-    };
-    let start = Instant::now();
-    let mut faults = Vec::new();
-    loop {
-        faults.extend(
-            w.take()
-                .into_iter()
-                .filter(|l| l.contains("DMAR: [DMA Write")),
-        );
-        if !faults.is_empty() || start.elapsed() > limit {
-            return faults;
-        }
-        sleep(Duration::from_millis(20));
-    }
 }
 
 /// edu, in its own IOAS, with a staging page of our memory.
@@ -301,16 +271,7 @@ fn test(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
         ),
         |f| {
             let fd = sys::ioctl_new_fd(dev.as_fd(), BAR_EXPORT).op("RUST_DMABUF_BAR_EXPORT")?;
-            let (name, len) = (fdinfo(&fd, "exp_name")?, fdinfo(&fd, "size")?);
-            f.add(format!(
-                "dma-buf fd {}: exp_name {name}, size {len}",
-                fd.as_raw_fd()
-            ));
-            if name != DRIVER || len != BUF_LEN.to_string() {
-                return Err(Error::msg(format!(
-                    "expected exp_name {DRIVER} and size {BUF_LEN}"
-                )));
-            }
+            dmabuf::check_exporter(&fd, DRIVER, BUF_LEN, f)?;
             Ok(fd)
         },
     )?;
@@ -409,7 +370,7 @@ fn test(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
         r.comment("expect-dmar-fault");
         kmsg::mark("expect-begin dmar-fault");
         let dma = lab.edu.to_ram(EDU_BUFFER, iova, WRITE_LEN);
-        let faults = wait_for_faults(watch.as_mut(), Duration::from_secs(1));
+        let faults = kmsg::wait_for_dma_write_faults(watch.as_mut(), Duration::from_secs(1));
         kmsg::mark("expect-end dmar-fault");
         r.comment("end-expect-dmar-fault");
         r.check(

@@ -5,6 +5,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
 
 const KMSG: &str = "/dev/kmsg";
 
@@ -60,6 +62,29 @@ impl Watch {
             }
         }
         out
+    }
+}
+
+/// Collect IOMMU DMA write fault reports ("DMAR: [DMA Write") logged after
+/// `watch` was opened, until one arrives or `limit` passes. Without a watch
+/// (no /dev/kmsg) just wait `limit` and report none.
+pub fn wait_for_dma_write_faults(watch: Option<&mut Watch>, limit: Duration) -> Vec<String> {
+    let Some(w) = watch else {
+        sleep(limit);
+        return Vec::new();
+    };
+    let start = Instant::now();
+    let mut faults = Vec::new();
+    loop {
+        faults.extend(
+            w.take()
+                .into_iter()
+                .filter(|l| l.contains("DMAR: [DMA Write")),
+        );
+        if !faults.is_empty() || start.elapsed() > limit {
+            return faults;
+        }
+        sleep(Duration::from_millis(20));
     }
 }
 

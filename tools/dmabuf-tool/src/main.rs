@@ -5,6 +5,7 @@
 mod args;
 mod bar_exporter;
 mod bench;
+mod dmabuf;
 mod edu;
 mod errno;
 mod iommufd;

@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use crate::args::{hex_preview, size, span};
+use crate::dmabuf;
 use crate::edu::{Edu, EDU_BUFFER, MAX_DMA};
 use crate::errno::{expect_errno, Context, Error, Result};
 use crate::iommufd::Iommufd;
@@ -62,16 +63,6 @@ pub fn pattern(start: u64, len: usize) -> Vec<u8> {
 /// `ioctl` `request` on the sample's device: a new dma-buf descriptor.
 fn export(dev: &File, request: u32, what: &'static str) -> Result<OwnedFd> {
     sys::ioctl_new_fd(dev.as_fd(), request).op(what)
-}
-
-/// The dma-buf fdinfo line `key:` of `fd` (`size`, `exp_name`).
-fn fdinfo(fd: &OwnedFd, key: &str) -> Result<String> {
-    let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
-    let text = std::fs::read_to_string(&path).op(format!("read {path}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .map(|v| v.trim().to_string())
-        .ok_or_else(|| Error::msg(format!("{path} has no {key} line")))
 }
 
 /// The edu DMA engine reading through the IOAS, and the page of our memory
@@ -164,16 +155,7 @@ pub fn run(
         ),
         |f| {
             let fd = export(&dev, EXPORT_PINNED, "RUST_DMABUF_EXPORT_PINNED")?;
-            let (name, len) = (fdinfo(&fd, "exp_name")?, fdinfo(&fd, "size")?);
-            f.add(format!(
-                "dma-buf fd {}: exp_name {name}, size {len}",
-                fd.as_raw_fd()
-            ));
-            if name != EXPORTER || len != BUF_LEN.to_string() {
-                return Err(Error::msg(format!(
-                    "expected exp_name {EXPORTER} and size {BUF_LEN}"
-                )));
-            }
+            dmabuf::check_exporter(&fd, EXPORTER, BUF_LEN, f)?;
             Ok(fd)
         },
     );
@@ -231,7 +213,7 @@ pub fn run(
             f.add(format!(
                 "dma-buf fd {}: exp_name {}",
                 fd.as_raw_fd(),
-                fdinfo(&fd, "exp_name")?
+                dmabuf::fdinfo(&fd, "exp_name")?
             ));
             Ok(fd)
         },

@@ -6,7 +6,6 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::args::{hex_preview, size, span};
@@ -456,7 +455,7 @@ fn story(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
         r.comment("expect-dmar-fault");
         kmsg::mark("expect-begin dmar-fault");
         let dma = lab.edu.to_ram(EDU_BUFFER, target_iova, PATTERN_LEN);
-        let faults = wait_for_faults(watch.as_mut(), Duration::from_secs(1));
+        let faults = kmsg::wait_for_dma_write_faults(watch.as_mut(), Duration::from_secs(1));
         kmsg::mark("expect-end dmar-fault");
         r.comment("end-expect-dmar-fault");
         r.check(
@@ -578,27 +577,6 @@ fn story(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
 
 fn raw(fd: &OwnedFd) -> i32 {
     std::os::fd::AsRawFd::as_raw_fd(fd)
-}
-
-/// Collect "DMAR: [DMA Write" lines until one arrives or `limit` passes.
-fn wait_for_faults(watch: Option<&mut kmsg::Watch>, limit: Duration) -> Vec<String> {
-    let Some(w) = watch else {
-        sleep(limit);
-        return Vec::new();
-    };
-    let start = Instant::now();
-    let mut faults = Vec::new();
-    loop {
-        faults.extend(
-            w.take()
-                .into_iter()
-                .filter(|l| l.contains("DMAR: [DMA Write")),
-        );
-        if !faults.is_empty() || start.elapsed() > limit {
-            return faults;
-        }
-        sleep(Duration::from_millis(20));
-    }
 }
 
 fn multi_range(r: &mut Runner<'_>, lab: &Lab, multi: Option<OwnedFd>) {
