@@ -23,11 +23,10 @@ use crate::dmabuf;
 use crate::edu::{Edu, EDU_BUFFER};
 use crate::errno::{expect_errno, Context, Error, Result};
 use crate::iommufd::Iommufd;
-use crate::kmsg;
 use crate::mmap::Mapping;
 use crate::pci::{Sysfs, EDU, IVSHMEM, VFIO_PCI};
 use crate::report::{Aborted, Facts, Runner};
-use crate::story::{first_mismatch, pattern};
+use crate::story::{first_mismatch, pattern, revoked_dma_faults};
 use crate::sys;
 use crate::vfio::{VfioDevice, PCI_COMMAND_MASTER};
 
@@ -366,36 +365,12 @@ fn test(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
     });
     if mapped && staged {
         let iova = range_iova(0);
-        let mut watch = kmsg::Watch::open().ok();
-        r.comment("expect-dmar-fault");
-        kmsg::mark("expect-begin dmar-fault");
-        let dma = lab.edu.to_ram(EDU_BUFFER, iova, WRITE_LEN);
-        let faults = kmsg::wait_for_dma_write_faults(watch.as_mut(), Duration::from_secs(1));
-        kmsg::mark("expect-end dmar-fault");
-        r.comment("end-expect-dmar-fault");
-        r.check(
-            &format!("edu DMA to the revoked IOVA {iova:#x} completes (the IOMMU blocks it)"),
-            |f| {
-                let t = dma?;
-                f.add(format!(
-                    "edu reported completion after {} ms",
-                    t.as_millis()
-                ));
-                Ok(())
-            },
-        );
-        r.check(
+        revoked_dma_faults(
+            r,
+            &lab.edu,
+            iova,
+            WRITE_LEN,
             "the IOMMU reported a DMA write fault for the revoked mapping",
-            |f| match (watch.is_some(), faults.first()) {
-                (_, Some(l)) => {
-                    f.add(format!("kernel: {l}"));
-                    Ok(())
-                }
-                (false, None) => Err(Error::msg("could not read /dev/kmsg")),
-                (true, None) => Err(Error::msg(
-                    "no \"DMAR: [DMA Write\" line in the kernel log within 1 s",
-                )),
-            },
         );
     }
 

@@ -451,38 +451,13 @@ fn story(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
         Ok(())
     });
     if staged {
-        let mut watch = kmsg::Watch::open().ok();
-        r.comment("expect-dmar-fault");
-        kmsg::mark("expect-begin dmar-fault");
-        let dma = lab.edu.to_ram(EDU_BUFFER, target_iova, PATTERN_LEN);
-        let faults = kmsg::wait_for_dma_write_faults(watch.as_mut(), Duration::from_secs(1));
-        kmsg::mark("expect-end dmar-fault");
-        r.comment("end-expect-dmar-fault");
-        r.check(
-            &format!(
-                "edu DMA to the revoked IOVA {target_iova:#x} completes (the IOMMU blocks it)"
-            ),
-            |f| {
-                let t = dma?;
-                f.add(format!(
-                    "edu reported completion after {} ms",
-                    t.as_millis()
-                ));
-                Ok(())
-            },
+        revoked_dma_faults(
+            r,
+            &lab.edu,
+            target_iova,
+            PATTERN_LEN,
+            "the IOMMU reported a DMA write fault",
         );
-        r.check("the IOMMU reported a DMA write fault", |f| {
-            match (watch.is_some(), faults.first()) {
-                (_, Some(l)) => {
-                    f.add(format!("kernel: {l}"));
-                    Ok(())
-                }
-                (false, None) => Err(Error::msg("could not read /dev/kmsg")),
-                (true, None) => Err(Error::msg(
-                    "no \"DMAR: [DMA Write\" line in the kernel log within 1 s",
-                )),
-            }
-        });
     }
     r.require("restore: set PCI_COMMAND.MEMORY on ivshmem", |f| {
         let (before, after) = lab.ivshmem.set_command_bits(PCI_COMMAND_MEMORY)?;
@@ -573,6 +548,41 @@ fn story(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
         [&ivshmem_cdev, &edu_cdev],
     );
     Ok(())
+}
+
+/// DMA `len` bytes from edu's buffer to `iova`, whose mapping was revoked,
+/// inside an expect-dmar-fault window for the runner: check that edu reports
+/// completion (the IOMMU blocks the write, edu does not notice) and, as
+/// `fault_check`, that the IOMMU logged a DMA write fault.
+pub fn revoked_dma_faults(r: &mut Runner<'_>, edu: &Edu, iova: u64, len: u64, fault_check: &str) {
+    let mut watch = kmsg::Watch::open().ok();
+    r.comment("expect-dmar-fault");
+    kmsg::mark("expect-begin dmar-fault");
+    let dma = edu.to_ram(EDU_BUFFER, iova, len);
+    let faults = kmsg::wait_for_dma_write_faults(watch.as_mut(), Duration::from_secs(1));
+    kmsg::mark("expect-end dmar-fault");
+    r.comment("end-expect-dmar-fault");
+    r.check(
+        &format!("edu DMA to the revoked IOVA {iova:#x} completes (the IOMMU blocks it)"),
+        |f| {
+            let t = dma?;
+            f.add(format!(
+                "edu reported completion after {} ms",
+                t.as_millis()
+            ));
+            Ok(())
+        },
+    );
+    r.check(fault_check, |f| match (watch.is_some(), faults.first()) {
+        (_, Some(l)) => {
+            f.add(format!("kernel: {l}"));
+            Ok(())
+        }
+        (false, None) => Err(Error::msg("could not read /dev/kmsg")),
+        (true, None) => Err(Error::msg(
+            "no \"DMAR: [DMA Write\" line in the kernel log within 1 s",
+        )),
+    });
 }
 
 fn raw(fd: &OwnedFd) -> i32 {
