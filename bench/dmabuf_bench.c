@@ -16,7 +16,9 @@
  *
  * - get_memory returns them as one chunk, P2P MMIO or CPU (see Memory
  *   below), built with dma_buf_memory_alloc() and
- *   dma_buf_memory_add_range();
+ *   dma_buf_memory_add_range(): on every call (the get_mem column), or
+ *   once, with every call returning dma_buf_memory_share() of that one
+ *   description (the shared column), as vfio-pci does;
  * - map_dma_buf returns them as an sg_table shaped like the one of
  *   dma_buf_phys_vec_to_sgt(), the kernel's helper for exporters of
  *   physical ranges (vfio-pci's map_dma_buf): one sg_alloc_table() entry
@@ -105,6 +107,9 @@ struct bench_buf {
 	struct page *block;
 	/* map_dma_buf DMA-maps (sg+dma) instead of writing the addresses. */
 	bool dma;
+	/* get_memory shares one description instead of building one. */
+	bool share;
+	struct dma_buf_memory *shared;
 };
 
 struct bench_time {
@@ -118,7 +123,7 @@ struct bench_time {
 struct bench_row {
 	u64 size;
 	unsigned int nr_ranges;
-	struct bench_time mem, sg, sgd;
+	struct bench_time mem, shared, sg, sgd;
 	size_t mem_bytes, sg_bytes;
 	unsigned int mem_allocs, sg_allocs, sg_nents;
 	/* The ranges are the real block (CPU memory), not fake MMIO. */
@@ -150,17 +155,15 @@ static struct phys_vec bench_range(const struct bench_buf *buf, unsigned int i)
 
 /* The exporter. */
 
-static int bench_get_memory(struct dma_buf_attachment *attach,
-			    struct dma_buf_memory **mem)
+static struct dma_buf_memory *bench_describe(const struct bench_buf *buf)
 {
-	const struct bench_buf *buf = attach->dmabuf->priv;
 	struct dma_buf_memory *m;
 	unsigned int i;
 	int ret;
 
 	m = dma_buf_memory_alloc(1, buf->nr_ranges, GFP_KERNEL);
 	if (!m)
-		return -ENOMEM;
+		return NULL;
 	if (buf->block)
 		ret = dma_buf_memory_add_chunk(m, NULL, DMA_BUF_CHUNK_CPU, 0);
 	else
@@ -173,9 +176,26 @@ static int bench_get_memory(struct dma_buf_attachment *attach,
 	}
 	if (ret) {
 		dma_buf_memory_free(m);
-		return ret;
+		return NULL;
 	}
-	*mem = m;
+	return m;
+}
+
+static int bench_get_memory(struct dma_buf_attachment *attach,
+			    struct dma_buf_memory **mem)
+{
+	struct bench_buf *buf = attach->dmabuf->priv;
+
+	if (!buf->share) {
+		*mem = bench_describe(buf);
+		return *mem ? 0 : -ENOMEM;
+	}
+	if (!buf->shared) {
+		buf->shared = bench_describe(buf);
+		if (!buf->shared)
+			return -ENOMEM;
+	}
+	*mem = dma_buf_memory_share(buf->shared);
 	return 0;
 }
 
@@ -396,23 +416,22 @@ static int bench_time(struct dma_buf_attachment *attach,
 }
 
 /*
- * Bytes of a description from bench_get_memory(), which sizes its
- * allocations exactly: the struct with its chunks, and the range pool.
+ * Bytes of a description from bench_describe(), which sizes it exactly: one
+ * allocation of the struct, its chunks and its ranges.
  */
 static size_t bench_memory_bytes(const struct dma_buf_memory *mem,
 				 unsigned int *allocs)
 {
 	unsigned int i, nr_ranges = 0;
-	size_t pool;
+	size_t bytes;
 
 	for (i = 0; i < mem->nr_chunks; i++)
 		nr_ranges += mem->chunks[i].nr_ranges;
-	pool = nr_ranges * sizeof(struct phys_vec);
-	pool = is_vmalloc_addr(mem->chunks[0].ranges) ? PAGE_ALIGN(pool) :
-						       kmalloc_size_roundup(pool);
-	*allocs = 2;
-	return kmalloc_size_roundup(struct_size(mem, chunks, mem->nr_chunks)) +
-	       pool;
+	bytes = struct_size(mem, chunks, mem->nr_chunks) +
+		nr_ranges * sizeof(struct phys_vec);
+	*allocs = 1;
+	return is_vmalloc_addr(mem) ? PAGE_ALIGN(bytes) :
+				      kmalloc_size_roundup(bytes);
 }
 
 /*
@@ -571,6 +590,11 @@ static int bench_row(struct device *dev, struct page *block,
 	ret = bench_bytes(attach, row) ?:
 	      bench_time(attach, bench_get_put, &row->mem) ?:
 	      bench_time(attach, bench_map_unmap, &row->sg);
+	if (!ret) {
+		buf.share = true;
+		ret = bench_time(attach, bench_get_put, &row->shared);
+		buf.share = false;
+	}
 	if (!ret && buf.block && dma_ok) {
 		buf.dma = true;
 		ret = bench_bytes(attach, row) ?:
@@ -579,6 +603,8 @@ static int bench_row(struct device *dev, struct page *block,
 	}
 
 	dma_buf_detach(dmabuf, attach);
+	/* The exporter's reference to the shared description. */
+	dma_buf_memory_free(buf.shared);
 out_put:
 	/*
 	 * The last reference goes when insmod returns to userspace, with
@@ -619,8 +645,9 @@ static const char *bench_ratio_str(u64 a, u64 b, char *s, size_t len)
 static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 			const struct bench_time *kmalloc_time)
 {
-	unsigned int i, j, fast = 0, small = 0, fast_dma = 0, nr_dma = 0;
-	char s[16], tx[16], bx[16], dns[16], dn[16], dx[16];
+	unsigned int i, j, fast = 0, fast_shared = 0, small = 0;
+	unsigned int fast_dma = 0, fast_dma_shared = 0, nr_dma = 0;
+	char s[16], tx[16], hx[16], bx[16], dns[16], dn[16], dx[16];
 
 	pr_info("dma_buf_get_memory()+put vs dma_buf_map_attachment()+unmap, same attachment, same buffer\n");
 	if (IS_ENABLED(CONFIG_KASAN) || IS_ENABLED(CONFIG_LOCKDEP) ||
@@ -635,34 +662,40 @@ static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 	pr_info("sg: one sg entry per range split at 4 GiB - 4 KiB (dma_buf_phys_vec_to_sgt() shape), DMA addresses written without the DMA API: a lower bound\n");
 	pr_info("sg+dma: one sg entry per range of CPU pages, dma_map_sgtable()/dma_unmap_sgtable() for pci-testdev behind intel-iommu (strict): what a real exporter pays; - where the ranges are fake MMIO (longer than the block)\n");
 	pr_info("mem: cpu = every range is the same real block, mmio = fake P2P MMIO ranges\n");
-	pr_info("ns: median per call pair; bytes: metadata held by the description (sg+dma holds the same as sg); dsegs: DMA segments after the IOMMU merged the entries; sg x, dma x: sg, sg+dma time / get_memory time\n");
-	pr_info("%8s %6s %4s | %10s %6s %6s | %10s %6s %6s %6s | %10s %5s | %7s %7s %7s\n",
+	pr_info("get_mem: the exporter builds a description per call; shared: it built one once and returns dma_buf_memory_share() of it (0 bytes and 0 allocs per call; the description's bytes are held once per buffer, whatever the number of importers)\n");
+	pr_info("ns: median per call pair; bytes: metadata held by the description (sg+dma holds the same as sg); dsegs: DMA segments after the IOMMU merged the entries; sg x: sg / get_mem time, sh x: sg / shared time, dma x: sg+dma / shared time; bytes x: sg bytes / description bytes\n");
+	pr_info("%8s %6s %4s | %10s %6s %6s | %9s | %10s %6s %6s %6s | %10s %5s | %6s %6s %7s %7s\n",
 		"size", "ranges", "mem", "get_mem ns", "bytes", "allocs",
-		"sg ns", "nents", "bytes", "allocs", "sg+dma ns", "dsegs",
-		"sg x", "dma x", "bytes x");
+		"shared ns", "sg ns", "nents", "bytes", "allocs", "sg+dma ns",
+		"dsegs", "sg x", "sh x", "dma x", "bytes x");
 	for (i = 0; i < nr_rows; i++) {
 		const struct bench_row *r = &rows[i];
 
 		fast += bench_ratio(r->sg.median, r->mem.median) >= 1000;
+		fast_shared += bench_ratio(r->sg.median, r->shared.median) >= 1000;
 		small += bench_ratio(r->sg_bytes, r->mem_bytes) >= 200;
 		if (r->has_sgd) {
 			nr_dma++;
 			fast_dma += bench_ratio(r->sgd.median, r->mem.median) >= 1000;
+			fast_dma_shared += bench_ratio(r->sgd.median,
+						       r->shared.median) >= 1000;
 			snprintf(dns, sizeof(dns), "%llu", r->sgd.median);
 			snprintf(dn, sizeof(dn), "%u", r->sgd_nents);
-			bench_ratio_str(r->sgd.median, r->mem.median, dx, sizeof(dx));
+			bench_ratio_str(r->sgd.median, r->shared.median, dx, sizeof(dx));
 		} else {
 			strscpy(dns, "-");
 			strscpy(dn, "-");
 			strscpy(dx, "-");
 		}
-		pr_info("%8s %6u %4s | %10llu %6zu %6u | %10llu %6u %6zu %6u | %10s %5s | %7s %7s %7s\n",
+		pr_info("%8s %6u %4s | %10llu %6zu %6u | %9llu | %10llu %6u %6zu %6u | %10s %5s | %6s %6s %7s %7s\n",
 			bench_size_str(r->size, s, sizeof(s)), r->nr_ranges,
 			r->cpu ? "cpu" : "mmio",
 			r->mem.median, r->mem_bytes, r->mem_allocs,
+			r->shared.median,
 			r->sg.median, r->sg_nents, r->sg_bytes, r->sg_allocs,
 			dns, dn,
 			bench_ratio_str(r->sg.median, r->mem.median, tx, sizeof(tx)),
+			bench_ratio_str(r->sg.median, r->shared.median, hx, sizeof(hx)),
 			dx,
 			bench_ratio_str(r->sg_bytes, r->mem_bytes, bx, sizeof(bx)));
 	}
@@ -671,10 +704,12 @@ static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 
 		if (r->has_sgd)
 			snprintf(dns, sizeof(dns), "%llu", r->sgd.median);
-		pr_info("row size=%llu ranges=%u memory=%s mem_ns=%llu mem_ns_min=%llu mem_ns_max=%llu mem_iters=%u mem_bytes=%zu mem_allocs=%u sg_ns=%llu sg_ns_min=%llu sg_ns_max=%llu sg_iters=%u sg_nents=%u sg_bytes=%zu sg_allocs=%u sgd_ns=%s sgd_ns_min=%llu sgd_ns_max=%llu sgd_iters=%u sgd_batches=%u sgd_nents=%u\n",
+		pr_info("row size=%llu ranges=%u memory=%s mem_ns=%llu mem_ns_min=%llu mem_ns_max=%llu mem_iters=%u mem_bytes=%zu mem_allocs=%u shared_ns=%llu shared_ns_min=%llu shared_ns_max=%llu shared_iters=%u sg_ns=%llu sg_ns_min=%llu sg_ns_max=%llu sg_iters=%u sg_nents=%u sg_bytes=%zu sg_allocs=%u sgd_ns=%s sgd_ns_min=%llu sgd_ns_max=%llu sgd_iters=%u sgd_batches=%u sgd_nents=%u\n",
 			r->size, r->nr_ranges, r->cpu ? "cpu" : "mmio",
 			r->mem.median, r->mem.min,
 			r->mem.max, r->mem.iters, r->mem_bytes, r->mem_allocs,
+			r->shared.median, r->shared.min, r->shared.max,
+			r->shared.iters,
 			r->sg.median, r->sg.min, r->sg.max, r->sg.iters,
 			r->sg_nents, r->sg_bytes, r->sg_allocs,
 			r->has_sgd ? dns : "-", r->sgd.min, r->sgd.max,
@@ -683,13 +718,15 @@ static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 
 	pr_info("one kmalloc(64)+kfree(): %llu ns; both paths pay it per allocation (allocs columns)\n",
 		kmalloc_time->median);
-	pr_info("goal get_memory >= 10x faster than sg: %u of %u rows\n", fast, nr_rows);
-	pr_info("get_memory >= 10x faster than sg+dma: %u of %u rows with sg+dma\n",
-		fast_dma, nr_dma);
+	pr_info("goal get_memory >= 10x faster than sg: built per call %u of %u rows, shared %u of %u rows\n",
+		fast, nr_rows, fast_shared, nr_rows);
+	pr_info("get_memory >= 10x faster than sg+dma: built per call %u, shared %u of %u rows with sg+dma\n",
+		fast_dma, fast_dma_shared, nr_dma);
 	pr_info("goal get_memory <= 1/2 the bytes: %u of %u rows\n", small, nr_rows);
 	/* Flat in size: per range count, slowest over fastest size. */
 	for (j = 0; j < ARRAY_SIZE(bench_nr_ranges); j++) {
 		u64 mem_lo = U64_MAX, mem_hi = 0, sg_lo = U64_MAX, sg_hi = 0;
+		u64 sh_lo = U64_MAX, sh_hi = 0;
 		unsigned int n = 0;
 
 		for (i = 0; i < nr_rows; i++) {
@@ -699,15 +736,18 @@ static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 				continue;
 			mem_lo = min(mem_lo, r->mem.median);
 			mem_hi = max(mem_hi, r->mem.median);
+			sh_lo = min(sh_lo, r->shared.median);
+			sh_hi = max(sh_hi, r->shared.median);
 			sg_lo = min(sg_lo, r->sg.median);
 			sg_hi = max(sg_hi, r->sg.median);
 			n++;
 		}
 		if (n < 2)
 			continue;
-		pr_info("flat in size, %u ranges, %u sizes: slowest/fastest get_memory %s, map_attachment %s\n",
+		pr_info("flat in size, %u ranges, %u sizes: slowest/fastest get_memory built %s, shared %s, map_attachment %s\n",
 			bench_nr_ranges[j], n,
 			bench_ratio_str(mem_hi, mem_lo, tx, sizeof(tx)),
+			bench_ratio_str(sh_hi, sh_lo, hx, sizeof(hx)),
 			bench_ratio_str(sg_hi, sg_lo, bx, sizeof(bx)));
 	}
 }

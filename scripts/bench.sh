@@ -57,16 +57,18 @@ def size_str(n):
 # The three time columns of the module's table, from its row lines.
 if rows:
     print()
-    print('summary: ns per call pair (median); x: time / get_memory; '
-          'sg+dma only where the ranges are real memory')
-    print(f'{"size":>8} {"ranges":>6} | {"get_memory":>10} {"sg":>10} {"sg+dma":>10} | '
-          f'{"sg x":>6} {"sg+dma x":>8}')
+    print('summary: ns per call pair (median); get_memory: description built per call, '
+          'shared: one description shared by every call; sg x: sg / get_memory, '
+          'sh x: sg / shared, sg+dma x: sg+dma / shared; sg+dma only where the ranges are real memory')
+    print(f'{"size":>8} {"ranges":>6} | {"get_memory":>10} {"shared":>8} {"sg":>10} {"sg+dma":>10} | '
+          f'{"sg x":>6} {"sh x":>6} {"sg+dma x":>8}')
     for l in rows:
         kv = dict(f.split('=', 1) for f in l.split()[1:] if '=' in f)
         mem, sg, sgd = int(kv['mem_ns']), int(kv['sg_ns']), kv.get('sgd_ns', '-')
-        sgd_x = f'{int(sgd) / mem:.2f}' if sgd != '-' and mem else '-'
-        print(f'{size_str(int(kv["size"])):>8} {kv["ranges"]:>6} | {mem:>10} {sg:>10} {sgd:>10} | '
-              f'{sg / mem if mem else 0:>6.2f} {sgd_x:>8}')
+        sh = int(kv['shared_ns'])
+        sgd_x = f'{int(sgd) / sh:.2f}' if sgd != '-' and sh else '-'
+        print(f'{size_str(int(kv["size"])):>8} {kv["ranges"]:>6} | {mem:>10} {sh:>8} {sg:>10} {sgd:>10} | '
+              f'{sg / mem if mem else 0:>6.2f} {sg / sh if sh else 0:>6.2f} {sgd_x:>8}')
 
 tally.add('bench', 'insmod succeeds', rc == 0, f'rc={rc}')
 tally.add('bench', 'benchmark finished', 'done' in lines and rows, '\n'.join(lines[-20:]))
