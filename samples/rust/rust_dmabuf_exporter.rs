@@ -16,7 +16,9 @@
 //! A third ioctl, `RUST_DMABUF_EXPORT_PINNED`, exports another buffer of [`NR_PAGES`] pages, with
 //! [`Model::Pinned`]: its pages hold [`pattern`] and never change, so importers that cannot follow
 //! a move can use it too, such as iommufd, whose `IOMMU_IOAS_MAP_FILE` maps it for device DMA.
-//! Its only reference is the returned file descriptor.
+//! Importers that call `dma_buf_map_attachment()` get a scatter-gather table of the same pages,
+//! mapped for their device ([`Exporter::MAP_DMA_BUF`]). Its only reference is the returned file
+//! descriptor.
 
 use kernel::{
     dma_buf::{
@@ -138,6 +140,10 @@ struct PinnedBuffer {
 impl Exporter for PinnedBuffer {
     // Importers may map the pages once and keep them: nothing ever invalidates them.
     const MODEL: Model = Model::Pinned;
+    // So importers that want a DMA-mapped scatter-gather table can have one too, built from the
+    // description below. The dynamic buffer does not offer one: it frees its old pages after a
+    // move without waiting for tables to be unmapped.
+    const MAP_DMA_BUF: bool = true;
 
     fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
         describe(&self.pages, mem)

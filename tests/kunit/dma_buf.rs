@@ -13,7 +13,9 @@
 //!
 //! Not testable here: an exporter with [`Model::None`] does not compile (`export()` refuses it
 //! with a `const_assert!`), and a C exporter without `get_memory` cannot be created from Rust;
-//! the C suite covers the latter.
+//! the C suite covers the latter. Nor are the scatter-gather tables of [`Exporter::MAP_DMA_BUF`]:
+//! the Rust importer cannot call `dma_buf_map_attachment()` and a faux device has no DMA mask;
+//! the C suite maps the same descriptions with `dma_buf_memory_map()`.
 //!
 //! Included from the module's crate root; `#[kunit_tests]` compiles the suite only when
 //! `CONFIG_KUNIT=y`, and KUnit runs it when the module is loaded.
@@ -264,6 +266,41 @@ mod tests {
         }
     }
 
+    /// A pinned exporter of one real page that also serves `dma_buf_map_attachment()`
+    /// ([`Exporter::MAP_DMA_BUF`]) and counts its descriptions in `tracker`.
+    ///
+    /// Its tables cannot be tested from here: the Rust importer has no scatter-gather API, and a
+    /// faux device has no DMA mask. The C suite `dma_buf_memory` maps the same kind of
+    /// description with `dma_buf_memory_map()`.
+    struct Mapped {
+        page: Page,
+        tracker: Arc<Tracker>,
+    }
+
+    #[vtable]
+    impl Exporter for Mapped {
+        const MODEL: Model = Model::Pinned;
+        const MAP_DMA_BUF: bool = true;
+
+        fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
+            mem.alloc(1, 1, GFP_KERNEL)?;
+            mem.cpu_chunk()?;
+            mem.page(&self.page)?;
+            self.tracker.gets.add(1, Relaxed);
+            Ok(())
+        }
+
+        fn put_memory(&self, _attach: &ExportAttachment) {
+            self.tracker.puts.add(1, Relaxed);
+        }
+    }
+
+    impl Drop for Mapped {
+        fn drop(&mut self) {
+            self.tracker.released.store(true, Release);
+        }
+    }
+
     /// The models, and privacy, a mock importer accepts.
     trait Accepts: Send + Sync + 'static {
         const MODELS: ModelSet;
@@ -425,6 +462,35 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, exporter_pages.len());
+        Ok(())
+    }
+
+    #[test]
+    fn map_dma_buf_opt_in_leaves_get_memory_alone() -> Result {
+        let reg = faux_device(c"dmabuf-kapi-map-opt-in")?;
+        let dev = device(&reg);
+        let tracker = Tracker::new()?;
+        let mapped = Mapped {
+            page: Page::alloc_page(GFP_KERNEL)?,
+            tracker: tracker.clone(),
+        };
+        let exported = dma_buf::export(mapped, PAGE_SIZE, O_RDWR)?;
+        let attachment = attach::<AcceptsPinned>(exported.dma_buf(), dev)?;
+
+        {
+            let guard = exported.dma_buf().lock();
+            let mem = attachment.get_memory(&guard)?;
+            assert_eq!(mem.size(), PAGE_SIZE);
+            assert_eq!(mem.chunks()[0].kind(), ChunkKind::Cpu);
+            assert_eq!(nr_memory(&attachment, &guard), 1);
+        }
+
+        // Getting the memory goes through `get_memory` and `put_memory` exactly once each.
+        assert_eq!(tracker.gets.load(Relaxed), 1);
+        assert_eq!(tracker.puts.load(Relaxed), 1);
+        drop(attachment);
+        drop(exported);
+        assert!(tracker.wait_released());
         Ok(())
     }
 

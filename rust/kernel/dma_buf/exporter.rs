@@ -41,9 +41,9 @@ use core::{
 /// last reference to the buffer is gone. Importers get the memory through
 /// [`Exporter::get_memory`], always with the reservation lock of the buffer held.
 ///
-/// Rust exporters describe their memory only this way: the `map_dma_buf` callback of the buffer
-/// fails with [`EOPNOTSUPP`], so importers that need a DMA-mapped scatter-gather table cannot use
-/// it.
+/// Importers that need a DMA-mapped scatter-gather table, through `dma_buf_map_attachment()`, are
+/// served from the same description when the exporter sets [`Exporter::MAP_DMA_BUF`]; otherwise
+/// the `map_dma_buf` callback of the buffer fails with [`EOPNOTSUPP`].
 ///
 /// See [`Attachment::get_memory`], [`Exported::revoke`] and [`Exported::move_memory`] for
 /// examples.
@@ -64,17 +64,49 @@ pub trait Exporter: Sized + Send + Sync + 'static {
     /// [`Importer::ALLOW_PRIVATE`]: super::Importer::ALLOW_PRIVATE
     const PRIVATE: bool = false;
 
+    /// Whether importers that call `dma_buf_map_attachment()` get a DMA-mapped scatter-gather
+    /// table of the memory that [`Exporter::get_memory`] describes.
+    ///
+    /// If `false`, the default, their `map_dma_buf` fails with [`EOPNOTSUPP`]. If `true`, the
+    /// buffer's `map_dma_buf` calls [`Exporter::get_memory`] for the attachment, with the
+    /// reservation lock held, and maps the description for the attached device with
+    /// `dma_buf_memory_map()`: CPU chunks as their pages, DMA-mapped with `dma_map_sgtable()`,
+    /// or a single PCI MMIO chunk as `dma_buf_phys_vec_to_sgt()` maps it. Any other description,
+    /// with private chunks, several MMIO chunks, or CPU and MMIO chunks together, fails with
+    /// [`EOPNOTSUPP`], and so does a description of PCI MMIO for an importer without
+    /// peer-to-peer, which [`Exporter::get_memory`] must refuse anyway.
+    ///
+    /// The importer uses the table after the reservation lock is dropped, until it unmaps it.
+    /// Therefore:
+    ///
+    /// - A [`Model::Pinned`] buffer serves every importer. A buffer of another model serves only
+    ///   importers that unmap when invalidated ([`ExportAttachment::is_revocable`]); others fail
+    ///   with [`EOPNOTSUPP`], as vfio-pci refuses them, because nothing would make them give up
+    ///   the memory when it is revoked or moved. A revoked buffer fails with [`ENODEV`] before
+    ///   [`Exporter::get_memory`] is called.
+    /// - A table counts as one description from the `map_dma_buf` that built it until the
+    ///   importer unmaps it: the description itself is freed once the table is built, but
+    ///   [`Exporter::put_memory`] is only called at `unmap_dma_buf`, or when mapping fails. An
+    ///   exporter that counts descriptions there, to wait in a revoke or move until no importer
+    ///   uses the old memory, counts the tables too.
+    const MAP_DMA_BUF: bool = false;
+
     /// Describes the memory of the buffer for the importer of `attach`.
     ///
     /// Called with the reservation lock of the buffer held. The description must be in buffer
     /// order and must not be larger than the buffer; the core checks it before any importer sees
     /// it. PCI MMIO may only be described for importers that allow peer-to-peer (see
     /// [`ExportAttachment::peer2peer`]).
+    ///
+    /// With [`Exporter::MAP_DMA_BUF`] it is also called to map the buffer for importers that use
+    /// `dma_buf_map_attachment()`, which may be importers that never call
+    /// `dma_buf_get_memory()`.
     fn get_memory(&self, attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result;
 
     /// Called with the reservation lock held when an importer puts a description that
     /// [`Exporter::get_memory`] built, or when the core rejects one; the core frees the
-    /// description afterwards.
+    /// description afterwards. With [`Exporter::MAP_DMA_BUF`], also when an importer unmaps a
+    /// table built from a description, or when building the table failed.
     ///
     /// An exporter that holds something per description, for instance a reference that keeps a
     /// revoke waiting until every importer has stopped using the ranges (as vfio-pci does),
@@ -257,26 +289,103 @@ impl<T: Exporter> ExporterVTable<T> {
         unsafe { bindings::dma_buf_memory_free(mem) };
     }
 
+    /// Maps the memory that [`Exporter::get_memory`] describes for the device of `attach`.
+    ///
+    /// On success the caller owes one [`Exporter::put_memory`], at unmap; on failure nothing is
+    /// owed.
+    ///
     /// # Safety
     ///
-    /// Called by the dma-buf core as the `map_dma_buf` callback; it has no requirements.
-    unsafe extern "C" fn map_dma_buf(
-        _attach: *mut bindings::dma_buf_attachment,
-        _dir: bindings::dma_data_direction,
-    ) -> *mut bindings::sg_table {
-        // Rust exporters describe their memory with `get_memory` only.
-        EOPNOTSUPP.to_ptr()
+    /// The reservation lock of the buffer of `attach` must be held.
+    unsafe fn map(
+        data: &T,
+        attach: &ExportAttachment,
+        dir: bindings::dma_data_direction,
+    ) -> Result<NonNull<bindings::sg_table>> {
+        // Only pinned memory stays valid for an importer that does not unmap when invalidated.
+        if T::MODEL != Model::Pinned && !attach.is_revocable() {
+            return Err(EOPNOTSUPP);
+        }
+        // SAFETY: The buffer is valid while `attach` is, and by the safety requirements its
+        // reservation lock is held.
+        let revoked = unsafe { bindings::dma_buf_is_revoked(attach.dma_buf().as_raw()) };
+        // Revoked memory, such as a BAR of an unbound device, must not even be described.
+        if revoked {
+            return Err(ENODEV);
+        }
+
+        // On error, dropping the builder frees whatever was built.
+        let mut builder = MemoryBuilder::new();
+        T::get_memory(data, attach, &mut builder)?;
+        let mem = builder.built()?;
+
+        // SAFETY: `attach` is valid, by the safety requirements its reservation lock is held, and
+        // `mem` is a description owned by `builder`, which `dma_buf_memory_map()` only reads.
+        let sgt = from_err_ptr(unsafe {
+            bindings::dma_buf_memory_map(attach.as_raw(), mem.as_ptr(), dir)
+        })
+        .and_then(|sgt| NonNull::new(sgt).ok_or(ENOMEM));
+
+        // The table does not refer to the description, which `builder` frees when dropped; a
+        // failure releases the description like the core releases one it rejects.
+        if sgt.is_err() && T::HAS_PUT_MEMORY {
+            T::put_memory(data, attach);
+        }
+        sgt
     }
 
     /// # Safety
     ///
-    /// Called by the dma-buf core as the `unmap_dma_buf` callback; it has no requirements.
+    /// `attach` must be a valid attachment of a buffer created by [`export()`] for `T`, whose
+    /// reservation lock is held.
+    unsafe extern "C" fn map_dma_buf(
+        attach: *mut bindings::dma_buf_attachment,
+        dir: bindings::dma_data_direction,
+    ) -> *mut bindings::sg_table {
+        if !T::MAP_DMA_BUF {
+            return EOPNOTSUPP.to_ptr();
+        }
+
+        // SAFETY: `attach` is valid for the duration of the callback.
+        let attach = unsafe { ExportAttachment::from_raw(attach) };
+        // SAFETY: The buffer of an attachment is not released while the attachment exists.
+        let data = unsafe { Self::data(attach.dma_buf().as_raw()) };
+
+        // SAFETY: By the safety requirements the reservation lock is held.
+        match unsafe { Self::map(data, attach, dir) } {
+            Ok(sgt) => sgt.as_ptr(),
+            Err(err) => err.to_ptr(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `attach` must be a valid attachment of a buffer created by [`export()`] for `T`, whose
+    /// reservation lock is held, and `sgt` a table that `map_dma_buf` returned for it, which the
+    /// core hands back once.
     unsafe extern "C" fn unmap_dma_buf(
-        _attach: *mut bindings::dma_buf_attachment,
-        _sgt: *mut bindings::sg_table,
-        _dir: bindings::dma_data_direction,
+        attach: *mut bindings::dma_buf_attachment,
+        sgt: *mut bindings::sg_table,
+        dir: bindings::dma_data_direction,
     ) {
-        // `map_dma_buf` never succeeds, so there is nothing to unmap.
+        // Without `MAP_DMA_BUF`, `map_dma_buf` never succeeds and this is never called.
+        if !T::MAP_DMA_BUF {
+            return;
+        }
+
+        // SAFETY: `attach` is valid for the duration of the callback.
+        let attach = unsafe { ExportAttachment::from_raw(attach) };
+        // SAFETY: The buffer of an attachment is not released while the attachment exists.
+        let data = unsafe { Self::data(attach.dma_buf().as_raw()) };
+
+        // SAFETY: `sgt` was returned by `dma_buf_memory_map()` for `attach` in `map_dma_buf` and
+        // is handed back once, and the reservation lock is held.
+        unsafe { bindings::dma_buf_memory_unmap(attach.as_raw(), sgt, dir) };
+
+        // The table counted as a description until now.
+        if T::HAS_PUT_MEMORY {
+            T::put_memory(data, attach);
+        }
     }
 
     /// # Safety

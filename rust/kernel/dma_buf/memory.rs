@@ -512,6 +512,12 @@ impl MemoryBuilder {
         self.range(paddr, PAGE_SIZE)
     }
 
+    /// Returns the description built so far, still owned by the builder, or fails with [`EINVAL`]
+    /// if nothing was allocated.
+    pub(super) fn built(&self) -> Result<NonNull<bindings::dma_buf_memory>> {
+        NonNull::new(self.mem).ok_or(EINVAL)
+    }
+
     /// Takes the description out of the builder, or fails with [`EINVAL`] if nothing was
     /// allocated.
     pub(super) fn take(&mut self) -> Result<NonNull<bindings::dma_buf_memory>> {
