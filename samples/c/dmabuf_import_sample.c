@@ -9,6 +9,10 @@
  * (iommufd, KVM) would map the ranges into its own page tables instead of
  * logging them, and keep them until it is invalidated.
  *
+ * For comparison, DMABUF_IMPORT_SAMPLE_MAP imports the same dma-buf the way
+ * most importers do, as a DMA-mapped sg_table for a device: the sample's
+ * own platform device, which has a DMA mask.
+ *
  * See Documentation/driver-api/dma-buf-memory.rst.
  */
 
@@ -21,6 +25,8 @@
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
+#include <linux/platform_device.h>
+#include <linux/scatterlist.h>
 #include <linux/uaccess.h>
 
 #include "dmabuf_import_sample.h"
@@ -29,6 +35,8 @@
 #define SAMPLE_LOG_RANGES	8
 
 static struct miscdevice sample_misc;
+/* The device DMABUF_IMPORT_SAMPLE_MAP maps for. */
+static struct platform_device *sample_pdev;
 
 /*
  * The exporter calls this, with the reservation lock held, when the memory
@@ -163,25 +171,105 @@ out_put:
 	return ret;
 }
 
-static long sample_ioctl(struct file *file, unsigned int cmd,
-			 unsigned long arg)
+/* Copy the table out; the CPU list is empty for PCI MMIO. */
+static void sample_map_summary(struct sg_table *sgt,
+			       struct dmabuf_import_sample_map *map)
 {
-	struct dmabuf_import_sample_describe __user *uarg = (void __user *)arg;
+	struct scatterlist *sg;
+	unsigned int i;
+
+	map->nents = sgt->orig_nents;
+	for_each_sgtable_sg(sgt, sg, i) {
+		if (i == ARRAY_SIZE(map->ranges))
+			break;
+		map->ranges[i].paddr = sg_phys(sg);
+		map->ranges[i].len = sg->length;
+	}
+	map->dma_nents = sgt->nents;
+	for_each_sgtable_dma_sg(sgt, sg, i)
+		map->dma_len += sg_dma_len(sg);
+}
+
+static int sample_map(struct dmabuf_import_sample_map *map)
+{
+	struct dma_buf_attachment *attach;
+	struct dma_buf *dmabuf;
+	struct sg_table *sgt;
+	int ret = 0;
+
+	dmabuf = dma_buf_get(map->fd);
+	if (IS_ERR(dmabuf))
+		return PTR_ERR(dmabuf);
+
+	/*
+	 * A static importer, declaring no memory model: what every importer
+	 * was before dma_buf_get_memory(). It keeps the table only inside
+	 * this ioctl, so it needs no invalidate callback.
+	 */
+	attach = dma_buf_attach(dmabuf, &sample_pdev->dev);
+	if (IS_ERR(attach)) {
+		ret = PTR_ERR(attach);
+		goto out_put;
+	}
+
+	sgt = dma_buf_map_attachment_unlocked(attach, DMA_BIDIRECTIONAL);
+	if (IS_ERR(sgt)) {
+		ret = PTR_ERR(sgt);
+		goto out_detach;
+	}
+	sample_map_summary(sgt, map);
+	pr_info("%s: sg_table of %u entries, %u DMA segments, %llu bytes\n",
+		dmabuf->exp_name, map->nents, map->dma_nents, map->dma_len);
+	dma_buf_unmap_attachment_unlocked(attach, sgt, DMA_BIDIRECTIONAL);
+
+out_detach:
+	dma_buf_detach(dmabuf, attach);
+out_put:
+	dma_buf_put(dmabuf);
+	return ret;
+}
+
+static long sample_ioctl_describe(struct dmabuf_import_sample_describe __user *uarg)
+{
 	struct dmabuf_import_sample_describe desc = {};
 	int ret;
 
-	if (cmd != DMABUF_IMPORT_SAMPLE_DESCRIBE)
-		return -ENOTTY;
-	/* Physical addresses are for the administrator's eyes only. */
-	if (!capable(CAP_SYS_ADMIN))
-		return -EPERM;
 	if (get_user(desc.fd, &uarg->fd))
 		return -EFAULT;
-
 	ret = sample_describe(&desc);
 	if (ret)
 		return ret;
 	return copy_to_user(uarg, &desc, sizeof(desc)) ? -EFAULT : 0;
+}
+
+static long sample_ioctl_map(struct dmabuf_import_sample_map __user *uarg)
+{
+	struct dmabuf_import_sample_map map = {};
+	int ret;
+
+	if (get_user(map.fd, &uarg->fd))
+		return -EFAULT;
+	ret = sample_map(&map);
+	if (ret)
+		return ret;
+	return copy_to_user(uarg, &map, sizeof(map)) ? -EFAULT : 0;
+}
+
+static long sample_ioctl(struct file *file, unsigned int cmd,
+			 unsigned long arg)
+{
+	/* Physical addresses are for the administrator's eyes only. */
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+
+	switch (cmd) {
+	case DMABUF_IMPORT_SAMPLE_DESCRIBE:
+		return sample_ioctl_describe((void __user *)arg);
+	case DMABUF_IMPORT_SAMPLE_MAP:
+		return sample_ioctl_map((void __user *)arg);
+	default:
+		return -ENOTTY;
+	}
 }
 
 static const struct file_operations sample_fops = {
@@ -195,7 +283,35 @@ static struct miscdevice sample_misc = {
 	.name = KBUILD_MODNAME,
 	.fops = &sample_fops,
 };
-module_misc_device(sample_misc);
+
+static int __init sample_init(void)
+{
+	int ret;
+
+	/*
+	 * A platform device comes with a 32-bit DMA mask and, outside any
+	 * IOMMU group, the direct DMA mapping: enough for a device that is
+	 * only mapped for and never does DMA.
+	 */
+	sample_pdev = platform_device_register_simple(KBUILD_MODNAME,
+						      PLATFORM_DEVID_NONE,
+						      NULL, 0);
+	if (IS_ERR(sample_pdev))
+		return PTR_ERR(sample_pdev);
+
+	ret = misc_register(&sample_misc);
+	if (ret)
+		platform_device_unregister(sample_pdev);
+	return ret;
+}
+module_init(sample_init);
+
+static void __exit sample_exit(void)
+{
+	misc_deregister(&sample_misc);
+	platform_device_unregister(sample_pdev);
+}
+module_exit(sample_exit);
 
 MODULE_IMPORT_NS("DMA_BUF");
 MODULE_DESCRIPTION("Sample importer of dma_buf_get_memory()");

@@ -43,6 +43,24 @@ struct dmabuf_import_sample_describe {
 	struct dmabuf_import_sample_range ranges[DMABUF_IMPORT_SAMPLE_RANGES];
 };
 
+/**
+ * struct dmabuf_import_sample_map - argument of DMABUF_IMPORT_SAMPLE_MAP
+ * @fd: in: the dma-buf
+ * @nents: out: entries of the table's CPU list, 0 if it has none (PCI MMIO)
+ * @dma_nents: out: DMA segments of the table
+ * @dma_len: out: total bytes of the DMA segments
+ * @ranges: out: the first DMABUF_IMPORT_SAMPLE_RANGES entries of the CPU
+ *	list as physical ranges; the entries past @nents are zero
+ */
+struct dmabuf_import_sample_map {
+	__s32 fd;
+	__u32 nents;
+	__u32 dma_nents;
+	__u32 reserved;
+	__u64 dma_len;
+	struct dmabuf_import_sample_range ranges[DMABUF_IMPORT_SAMPLE_RANGES];
+};
+
 /*
  * Attach to the dma-buf, get its memory, fill in the out fields of the
  * argument, put the memory and detach. Errors are those of the dma-buf
@@ -56,5 +74,19 @@ struct dmabuf_import_sample_describe {
  */
 #define DMABUF_IMPORT_SAMPLE_DESCRIBE \
 	_IOWR(0xDB, 0x00, struct dmabuf_import_sample_describe)
+
+/*
+ * The other way to import a dma-buf, for comparison: attach as an importer
+ * that declares no memory model, with the sample's platform device, map the
+ * buffer with dma_buf_map_attachment() as most importers do, fill in the
+ * out fields from the DMA-mapped sg_table, unmap and detach. Exporters that
+ * describe their memory with get_memory can serve this from the same
+ * description (dma_buf_memory_map(), Exporter::MAP_DMA_BUF in Rust).
+ * Errors are those of the dma-buf calls: EOPNOTSUPP if the exporter does
+ * not map for such importers, ENODEV if it revoked the buffer; and EPERM,
+ * EFAULT as above.
+ */
+#define DMABUF_IMPORT_SAMPLE_MAP \
+	_IOWR(0xDB, 0x01, struct dmabuf_import_sample_map)
 
 #endif /* _DMABUF_IMPORT_SAMPLE_H */

@@ -8,6 +8,7 @@ mod bench;
 mod dmabuf;
 mod edu;
 mod errno;
+mod import_sample;
 mod iommufd;
 mod kmsg;
 mod mmap;

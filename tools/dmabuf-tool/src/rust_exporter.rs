@@ -234,6 +234,8 @@ pub fn run(
         );
     }
 
+    crate::import_sample::run(r, pinned.as_ref(), dynamic.as_ref(), BUF_LEN);
+
     for (fd, what) in [(pinned, "PINNED"), (dynamic, "DYNAMIC")] {
         if let Some(fd) = fd {
             r.check(&format!("close the {what} dma-buf"), |_| {

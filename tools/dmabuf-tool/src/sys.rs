@@ -1,7 +1,8 @@
 //! Linux uAPI definitions and the raw system calls behind them.
 //!
 //! Structs and ioctl numbers are transcribed from Linux 7.3
-//! `include/uapi/linux/vfio.h` and `include/uapi/linux/iommufd.h`; each struct
+//! `include/uapi/linux/vfio.h` and `include/uapi/linux/iommufd.h`, and from
+//! the C import sample's `samples/c/dmabuf_import_sample.h`; each struct
 //! size is checked at compile time against the size the header gives. Every
 //! `unsafe` system call of the tool lives here (and in `mmap.rs`), behind a
 //! safe function.
@@ -15,6 +16,12 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 /// ioctl this way and carry the size in the struct's first field instead.
 pub const fn io(ty: u8, nr: u8) -> u32 {
     ((ty as u32) << 8) | nr as u32
+}
+
+/// `_IOWR(type, nr, size)`: read and write (3 << 30), the argument's size in
+/// bits 16..30, then `type << 8 | nr`.
+pub const fn iowr(ty: u8, nr: u8, size: usize) -> u32 {
+    (3 << 30) | ((size as u32) << 16) | ((ty as u32) << 8) | nr as u32
 }
 
 // ---------------------------------------------------------------------------
@@ -207,6 +214,47 @@ pub struct IommuIoasUnmap {
 const _: () = assert!(size_of::<IommuIoasUnmap>() == 24);
 
 // ---------------------------------------------------------------------------
+// samples/c/dmabuf_import_sample.h
+
+/// `DMABUF_IMPORT_SAMPLE_RANGES`: ranges the sample copies out.
+pub const IMPORT_SAMPLE_RANGES: usize = 4;
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSampleRange {
+    pub paddr: u64,
+    pub len: u64,
+}
+const _: () = assert!(size_of::<ImportSampleRange>() == 16);
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ImportSampleDescribe {
+    pub fd: i32,
+    pub model: u32,
+    pub nr_chunks: u32,
+    pub nr_ranges: u32,
+    pub size: u64,
+    pub ranges: [ImportSampleRange; IMPORT_SAMPLE_RANGES],
+}
+const _: () = assert!(size_of::<ImportSampleDescribe>() == 88);
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ImportSampleMap {
+    pub fd: i32,
+    pub nents: u32,
+    pub dma_nents: u32,
+    pub reserved: u32,
+    pub dma_len: u64,
+    pub ranges: [ImportSampleRange; IMPORT_SAMPLE_RANGES],
+}
+const _: () = assert!(size_of::<ImportSampleMap>() == 88);
+
+pub const DMABUF_IMPORT_SAMPLE_DESCRIBE: u32 = iowr(0xdb, 0x00, size_of::<ImportSampleDescribe>());
+pub const DMABUF_IMPORT_SAMPLE_MAP: u32 = iowr(0xdb, 0x01, size_of::<ImportSampleMap>());
+
+// ---------------------------------------------------------------------------
 // System calls
 
 /// Marker for the fixed-size uAPI structs above.
@@ -237,6 +285,11 @@ unsafe impl IoctlArg for IommuIoasMap {}
 unsafe impl IoctlArg for IommuIoasMapFile {}
 // SAFETY: as above.
 unsafe impl IoctlArg for IommuIoasUnmap {}
+// SAFETY: `#[repr(C)]` integers; the sample's ioctl numbers encode exactly
+// this size, and it copies at most that many bytes in and out.
+unsafe impl IoctlArg for ImportSampleDescribe {}
+// SAFETY: as above.
+unsafe impl IoctlArg for ImportSampleMap {}
 
 /// `ioctl(fd, request, arg)` for a fixed-size uAPI struct; returns the
 /// ioctl's non-negative result or the errno.
@@ -351,6 +404,9 @@ mod tests {
         assert_eq!(IOMMU_IOAS_MAP, 0x3b85);
         assert_eq!(IOMMU_IOAS_UNMAP, 0x3b86);
         assert_eq!(IOMMU_IOAS_MAP_FILE, 0x3b8f);
+        // _IOWR(0xDB, n, 88 bytes).
+        assert_eq!(DMABUF_IMPORT_SAMPLE_DESCRIBE, 0xc058_db00);
+        assert_eq!(DMABUF_IMPORT_SAMPLE_MAP, 0xc058_db01);
     }
 
     #[test]
