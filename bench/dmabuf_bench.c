@@ -415,23 +415,31 @@ static int bench_time(struct dma_buf_attachment *attach,
 	return 0;
 }
 
+/* What an allocation of @bytes at @p takes from its allocator. */
+static size_t bench_alloc_bytes(const void *p, size_t bytes)
+{
+	return is_vmalloc_addr(p) ? PAGE_ALIGN(bytes) :
+				    kmalloc_size_roundup(bytes);
+}
+
 /*
- * Bytes of a description from bench_describe(), which sizes it exactly: one
- * allocation of the struct, its chunks and its ranges.
+ * Bytes of a description from bench_describe(), which sizes it exactly:
+ * the struct with its chunks and, in the same allocation or (when the
+ * ranges fill a slab bucket) their own, the ranges. Reads the fields the
+ * core keeps private to tell which.
  */
 static size_t bench_memory_bytes(const struct dma_buf_memory *mem,
 				 unsigned int *allocs)
 {
-	unsigned int i, nr_ranges = 0;
-	size_t bytes;
+	size_t head = struct_size(mem, chunks, mem->max_chunks);
+	size_t pool = mem->max_ranges * sizeof(struct phys_vec);
 
-	for (i = 0; i < mem->nr_chunks; i++)
-		nr_ranges += mem->chunks[i].nr_ranges;
-	bytes = struct_size(mem, chunks, mem->nr_chunks) +
-		nr_ranges * sizeof(struct phys_vec);
-	*allocs = 1;
-	return is_vmalloc_addr(mem) ? PAGE_ALIGN(bytes) :
-				      kmalloc_size_roundup(bytes);
+	if (mem->pool == (const struct phys_vec *)&mem->chunks[mem->max_chunks]) {
+		*allocs = 1;
+		return bench_alloc_bytes(mem, head + pool);
+	}
+	*allocs = 2;
+	return bench_alloc_bytes(mem, head) + bench_alloc_bytes(mem->pool, pool);
 }
 
 /*
