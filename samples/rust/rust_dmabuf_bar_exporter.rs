@@ -10,8 +10,9 @@
 //! On probe the driver enables the device, gets the peer-to-peer provider of [`BAR`] and
 //! registers `/dev/rust_dmabuf_bar`. Its ioctl `RUST_DMABUF_BAR_EXPORT` exports a new
 //! [`Model::Revocable`] dma-buf of the [`RANGES`] of the BAR, described to importers as one chunk
-//! of PCI MMIO, and returns its file descriptor. Importers such as iommufd map the BAR itself, so
-//! a device DMAing to the mapping reaches the BAR peer to peer.
+//! of PCI MMIO, and returns its file descriptor. The ranges never change, so each buffer describes
+//! them once, as a [`SharedMemory`] that every importer gets. Importers such as iommufd map the
+//! BAR itself, so a device DMAing to the mapping reaches the BAR peer to peer.
 //!
 //! When the driver is unbound, every buffer it exported is revoked before the provider goes away:
 //! importers are invalidated, and new attempts to get the memory fail with `ENODEV`. The buffers
@@ -28,7 +29,8 @@ use kernel::{
         Exporter,
         MemoryBuilder,
         Model,
-        P2pProvider, //
+        P2pProvider,
+        SharedMemory, //
     },
     fs::{
         file::flags::{
@@ -87,11 +89,37 @@ unsafe impl Send for ProviderPtr {}
 // SAFETY: See the `Send` implementation above.
 unsafe impl Sync for ProviderPtr {}
 
-/// The exporter's state of one buffer: where its ranges are.
+/// The exporter's state of one buffer: the description of its ranges, built once.
 struct BarBuffer {
-    provider: ProviderPtr,
-    /// The CPU physical address of [`BAR`].
-    base: PhysAddr,
+    memory: SharedMemory,
+}
+
+impl BarBuffer {
+    /// Describes [`RANGES`] of the BAR at CPU physical address `base` as one chunk of PCI MMIO of
+    /// `provider`, for one new buffer.
+    ///
+    /// # Safety
+    ///
+    /// `provider` must be valid now, and the buffer must be revoked before it goes away.
+    unsafe fn new(provider: ProviderPtr, base: PhysAddr) -> Result<Self> {
+        // SAFETY: By the safety requirements the pointer is valid here.
+        let provider = unsafe { provider.0.as_ref() };
+
+        let memory = SharedMemory::new(|mem| {
+            // CAST: `RANGES` has three entries.
+            mem.alloc(1, RANGES.len() as u32, GFP_KERNEL)?;
+
+            // SAFETY: Only this buffer's `get_memory` shares the description, which the core
+            // calls only while the buffer is not revoked; by the safety requirements the buffer
+            // is revoked, which invalidates every importer and waits until they stopped using the
+            // memory, before the provider goes away.
+            unsafe { mem.p2p_chunk(provider)? };
+            RANGES
+                .iter()
+                .try_for_each(|&(off, len)| mem.range(base + off, len))
+        })?;
+        Ok(Self { memory })
+    }
 }
 
 #[vtable]
@@ -105,21 +133,9 @@ impl Exporter for BarBuffer {
             return Err(EOPNOTSUPP);
         }
 
-        // CAST: `RANGES` has three entries.
-        mem.alloc(1, RANGES.len() as u32, GFP_KERNEL)?;
-
-        // SAFETY: The core calls `get_memory` only while the buffer is not revoked, and the
-        // driver revokes it in `unbind`, before the provider is released: by the type invariant
-        // of `ProviderPtr` the pointer is valid here.
-        let provider = unsafe { self.provider.0.as_ref() };
-
-        // SAFETY: The provider stays valid until the driver is unbound, and `unbind` revokes this
-        // buffer before that, which invalidates every importer and waits until they stopped
-        // using the memory.
-        unsafe { mem.p2p_chunk(provider)? };
-        RANGES
-            .iter()
-            .try_for_each(|&(off, len)| mem.range(self.base + off, len))
+        // Every importer gets the same description: no allocation, and the core checks it in
+        // full only the first time.
+        mem.share(&self.memory)
     }
 }
 
@@ -147,10 +163,10 @@ impl Shared {
             return Err(ENODEV);
         }
 
-        let buffer = BarBuffer {
-            provider: self.provider,
-            base: self.base,
-        };
+        // SAFETY: By the type invariant of `ProviderPtr` the provider is valid until the driver is
+        // unbound, which has not happened yet: `unbind` sets `unbound` under the lock held here.
+        // Before the provider goes away `revoke_all` revokes every buffer remembered below.
+        let buffer = unsafe { BarBuffer::new(self.provider, self.base)? };
         let exported = dma_buf::export(buffer, BUF_LEN, O_RDWR)?;
 
         // Remember the buffer before userspace can use it, so that `unbind` revokes it.

@@ -17,8 +17,9 @@
 //! [`Model::Pinned`]: its pages hold [`pattern`] and never change, so importers that cannot follow
 //! a move can use it too, such as iommufd, whose `IOMMU_IOAS_MAP_FILE` maps it for device DMA.
 //! Importers that call `dma_buf_map_attachment()` get a scatter-gather table of the same pages,
-//! mapped for their device ([`Exporter::MAP_DMA_BUF`]). Its only reference is the returned file
-//! descriptor.
+//! mapped for their device ([`Exporter::MAP_DMA_BUF`]). Since the pages never change, the buffer
+//! describes them once, as a [`SharedMemory`] that every importer gets. Its only reference is the
+//! returned file descriptor.
 
 use kernel::{
     dma_buf::{
@@ -28,7 +29,8 @@ use kernel::{
         Exported,
         Exporter,
         MemoryBuilder,
-        Model, //
+        Model,
+        SharedMemory, //
     },
     fs::{
         file::flags::{
@@ -130,10 +132,13 @@ impl Exporter for SampleBuffer {
     }
 }
 
-/// The exporter's state of a pinned buffer: pages that are its own until it is released.
+/// The exporter's state of a pinned buffer: pages that are its own until it is released, and
+/// their description, built once.
 #[pin_data]
 struct PinnedBuffer {
-    pages: KVec<Page>,
+    /// Only described: freed when the buffer is released, when no importer uses them anymore.
+    _pages: KVec<Page>,
+    memory: SharedMemory,
 }
 
 #[vtable]
@@ -145,8 +150,9 @@ impl Exporter for PinnedBuffer {
     // move without waiting for tables to be unmapped.
     const MAP_DMA_BUF: bool = true;
 
+    // Every importer, and every scatter-gather table, is served from the same description.
     fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-        describe(&self.pages, mem)
+        mem.share(&self.memory)
     }
 }
 
@@ -157,8 +163,12 @@ fn export_pinned() -> Result<u32> {
     for (i, page) in pages.iter().enumerate() {
         fill_pattern(page, i * PAGE_SIZE)?;
     }
+    let memory = SharedMemory::new(|mem| describe(&pages, mem))?;
     let exported = dma_buf::export(
-        pin_init!(PinnedBuffer { pages }),
+        pin_init!(PinnedBuffer {
+            _pages: pages,
+            memory
+        }),
         NR_PAGES * PAGE_SIZE,
         O_RDWR,
     )?;

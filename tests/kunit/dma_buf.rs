@@ -38,14 +38,17 @@ mod tests {
             Exporter,
             Importer,
             MemoryBuilder,
+            MemoryDesc,
             Model,
             ModelSet,
             PhysVec,
-            ResvGuard, //
+            ResvGuard,
+            SharedMemory, //
         },
         faux,
         fs::file::flags::O_RDWR,
         io::PhysAddr,
+        new_mutex,
         page::{
             Page,
             PAGE_SIZE, //
@@ -58,7 +61,8 @@ mod tests {
                 Relaxed,
                 Release, //
             },
-            Arc, //
+            Arc,
+            Mutex, //
         },
         time::{
             delay::fsleep,
@@ -96,6 +100,10 @@ mod tests {
 
     /// What a mock exporter saw, kept by the test beyond the life of the buffer.
     struct Tracker {
+        /// Descriptions built once, as a [`SharedMemory`].
+        builds: Atomic<u32>,
+        /// Changes to a shared description that the builder refused.
+        refused: Atomic<u32>,
         gets: Atomic<u32>,
         puts: Atomic<u32>,
         attaches: Atomic<u32>,
@@ -107,6 +115,8 @@ mod tests {
         fn new() -> Result<Arc<Self>> {
             Ok(Arc::new(
                 Tracker {
+                    builds: Atomic::new(0),
+                    refused: Atomic::new(0),
                     gets: Atomic::new(0),
                     puts: Atomic::new(0),
                     attaches: Atomic::new(0),
@@ -301,6 +311,101 @@ mod tests {
         }
     }
 
+    /// Builds [`mock_ranges`] at `base` once, as a [`SharedMemory`], and counts the build in
+    /// `tracker`.
+    ///
+    /// There is room for one more chunk and one more range: only the builder's refusal keeps a
+    /// tampering [`Sharing`] from adding them to the shared description.
+    fn build_shared(base: PhysAddr, tracker: &Tracker) -> Result<SharedMemory> {
+        SharedMemory::new(|mem| {
+            tracker.builds.add(1, Relaxed);
+            mem.alloc(2, 3, GFP_KERNEL)?;
+            mem.cpu_chunk()?;
+            for range in mock_ranges(base) {
+                mem.range(range.paddr, range.len)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A mock exporter of kind `K` that shares one description of [`mock_ranges`] with every
+    /// importer; a dynamic one replaces it when it moves.
+    #[pin_data(PinnedDrop)]
+    struct Sharing<K: Kind> {
+        #[pin]
+        memory: Mutex<SharedMemory>,
+        tracker: Arc<Tracker>,
+        /// Whether `get_memory` tries to change the description after sharing it, counting each
+        /// refusal in `tracker`.
+        tamper: bool,
+        _kind: PhantomData<K>,
+    }
+
+    #[vtable]
+    impl<K: Kind> Exporter for Sharing<K> {
+        const MODEL: Model = K::MODEL;
+
+        fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
+            mem.share(&self.memory.lock())?;
+            self.tracker.gets.add(1, Relaxed);
+
+            if self.tamper {
+                let tries = [
+                    mem.alloc(1, 1, GFP_KERNEL),
+                    mem.cpu_chunk(),
+                    mem.range(MOCK_BASE + 6 * PAGE, PAGE_SIZE),
+                    mem.share(&self.memory.lock()),
+                ];
+                for res in tries {
+                    if res == Err(EBUSY) {
+                        self.tracker.refused.add(1, Relaxed);
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn put_memory(&self, _attach: &ExportAttachment) {
+            self.tracker.puts.add(1, Relaxed);
+        }
+    }
+
+    #[pinned_drop]
+    impl<K: Kind> PinnedDrop for Sharing<K> {
+        fn drop(self: Pin<&mut Self>) {
+            self.tracker.released.store(true, Release);
+        }
+    }
+
+    /// Exports a [`MOCK_SIZE`] buffer from a sharing mock exporter of kind `K`.
+    fn export_sharing<K: Kind>(
+        tracker: &Arc<Tracker>,
+        tamper: bool,
+    ) -> Result<Exported<Sharing<K>>> {
+        let memory = build_shared(MOCK_BASE, tracker)?;
+        let sharing = pin_init!(Sharing::<K> {
+            memory <- new_mutex!(memory),
+            tracker: tracker.clone(),
+            tamper,
+            _kind: PhantomData,
+        });
+        dma_buf::export(sharing, MOCK_SIZE, O_RDWR)
+    }
+
+    /// A pinned exporter sharing a description that another buffer may share too.
+    struct Borrowing {
+        memory: Arc<SharedMemory>,
+    }
+
+    #[vtable]
+    impl Exporter for Borrowing {
+        const MODEL: Model = Model::Pinned;
+
+        fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
+            mem.share(&self.memory)
+        }
+    }
+
     /// The models, and privacy, a mock importer accepts.
     trait Accepts: Send + Sync + 'static {
         const MODELS: ModelSet;
@@ -379,6 +484,20 @@ mod tests {
         // SAFETY: The attachment is valid while `attachment` exists, and `_guard` holds the
         // reservation lock that protects `nr_memory`.
         unsafe { (*attachment.as_raw()).nr_memory }
+    }
+
+    /// Returns how many references to `desc` there are: the exporter's, if it shares `desc`, and
+    /// one per description got and not yet put.
+    ///
+    /// This looks inside the C description, at its reference count, as [`nr_memory`] looks
+    /// inside the attachment.
+    fn refs(desc: &MemoryDesc) -> i32 {
+        // SAFETY: `desc` is a valid description while it is borrowed.
+        let count = unsafe { &raw mut (*desc.as_raw()).refcount.refs.counter };
+
+        // SAFETY: `count` is the aligned counter of a `refcount_t`, valid while `desc` is borrowed
+        // and only accessed atomically.
+        unsafe { Atomic::from_ptr(count) }.load(Relaxed)
     }
 
     /// Gets the memory of the buffer of `attachment`, expecting the exporter's builder to fail
@@ -962,6 +1081,168 @@ mod tests {
         assert!(first_range(&idle)?.paddr == MOCK_BASE);
         drop(idle);
         assert_eq!(tracker.detaches.load(Relaxed), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn shared_description_is_built_once_and_outlives_the_importers() -> Result {
+        let reg = faux_device(c"dmabuf-kapi-shared")?;
+        let dev = device(&reg);
+        let tracker = Tracker::new()?;
+        let exported = export_sharing::<Pinned>(&tracker, false)?;
+        let first = attach::<AcceptsPinned>(exported.dma_buf(), dev)?;
+        let second = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
+
+        let shared = {
+            let guard = exported.dma_buf().lock();
+            let a = first.get_memory(&guard)?;
+            let b = second.get_memory(&guard)?;
+
+            // Not only the same ranges: the same description, with the exporter's reference and
+            // one per importer.
+            assert!(a.as_raw() == b.as_raw());
+            assert!(a.chunks()[0].ranges() == mock_ranges(MOCK_BASE));
+            assert!(b.chunks()[0].ranges() == mock_ranges(MOCK_BASE));
+            assert_eq!(a.chunks().len(), 1);
+            assert_eq!(a.size(), 4 * PAGE_SIZE);
+            assert_eq!(refs(&a), 3);
+            a.as_raw()
+        };
+        assert_eq!(tracker.gets.load(Relaxed), 2);
+        assert_eq!(tracker.puts.load(Relaxed), 2);
+
+        // Both importers put it; the exporter's reference keeps it for the next importer.
+        {
+            let guard = exported.dma_buf().lock();
+            let desc = first.map_memory(&guard)?;
+            assert!(desc.as_raw() == shared);
+            assert!(desc.chunks()[0].ranges() == mock_ranges(MOCK_BASE));
+            assert_eq!(refs(desc), 2);
+        }
+        assert_eq!(tracker.builds.load(Relaxed), 1);
+
+        // The importers go first; the last reference goes with the buffer (kmemleak checks).
+        drop(first);
+        drop(second);
+        assert_eq!(tracker.puts.load(Relaxed), 3);
+        drop(exported);
+        assert!(tracker.wait_released());
+        assert_eq!(tracker.builds.load(Relaxed), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn builder_holding_shared_memory_refuses_changes() -> Result {
+        let reg = faux_device(c"dmabuf-kapi-shared-ro")?;
+        let dev = device(&reg);
+        let tracker = Tracker::new()?;
+        let exported = export_sharing::<Revocable>(&tracker, true)?;
+        let attachment = attach::<AcceptsRevocable>(exported.dma_buf(), dev)?;
+
+        // The first get tampers before the core sealed the description, the second after.
+        for round in 1..=2 {
+            let guard = exported.dma_buf().lock();
+            let mem = attachment.get_memory(&guard)?;
+
+            // alloc, cpu_chunk, range and a second share were each refused.
+            assert_eq!(tracker.refused.load(Relaxed), 4 * round);
+            assert_eq!(mem.chunks().len(), 1);
+            assert!(mem.chunks()[0].ranges() == mock_ranges(MOCK_BASE));
+            assert_eq!(mem.size(), 4 * PAGE_SIZE);
+        }
+        assert_eq!(tracker.builds.load(Relaxed), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn shared_memory_new_refuses_an_empty_or_shared_build() -> Result {
+        let tracker = Tracker::new()?;
+        let shared = build_shared(MOCK_BASE, &tracker)?;
+
+        assert_eq!(SharedMemory::new(|_| Ok(())).err(), Some(EINVAL));
+        // The builder's error is returned as is.
+        assert_eq!(
+            SharedMemory::new(|mem| mem.alloc(1, 0, GFP_KERNEL)).err(),
+            Some(EINVAL)
+        );
+        assert_eq!(
+            SharedMemory::new(|mem| {
+                mem.alloc(1, 1, GFP_KERNEL)?;
+                mem.range(MOCK_BASE, PAGE_SIZE)
+            })
+            .err(),
+            Some(EINVAL)
+        );
+        // A shared description cannot be shared again as a description of its own.
+        assert_eq!(
+            SharedMemory::new(|mem| mem.share(&shared)).err(),
+            Some(EINVAL)
+        );
+        assert_eq!(tracker.builds.load(Relaxed), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn shared_memory_belongs_to_one_buffer() -> Result {
+        let reg = faux_device(c"dmabuf-kapi-shared-one")?;
+        let dev = device(&reg);
+        let tracker = Tracker::new()?;
+        let memory = Arc::new(build_shared(MOCK_BASE, &tracker)?, GFP_KERNEL)?;
+        let mine = dma_buf::export(
+            Borrowing {
+                memory: memory.clone(),
+            },
+            MOCK_SIZE,
+            O_RDWR,
+        )?;
+        let other = dma_buf::export(Borrowing { memory }, MOCK_SIZE, O_RDWR)?;
+        let mine_attachment = attach::<AcceptsPinned>(mine.dma_buf(), dev)?;
+        let other_attachment = attach::<AcceptsPinned>(other.dma_buf(), dev)?;
+
+        // The first buffer to share the description keeps it; the other one's exporter fails.
+        assert!(first_range(&mine_attachment)?.paddr == MOCK_BASE);
+        assert_eq!(first_range(&other_attachment).err(), Some(EINVAL));
+        assert!(first_range(&mine_attachment)?.paddr == MOCK_BASE);
+        {
+            let guard = other.dma_buf().lock();
+            assert_eq!(nr_memory(&other_attachment, &guard), 0);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn move_replaces_the_shared_description() -> Result {
+        let reg = faux_device(c"dmabuf-kapi-shared-move")?;
+        let dev = device(&reg);
+        let tracker = Tracker::new()?;
+        let exported = export_sharing::<Dynamic>(&tracker, false)?;
+        let attachment = attach::<AcceptsDynamic>(exported.dma_buf(), dev)?;
+
+        let old = {
+            let guard = exported.dma_buf().lock();
+            let desc = attachment.map_memory(&guard)?;
+            assert!(desc.chunks()[0].ranges() == mock_ranges(MOCK_BASE));
+            assert_eq!(refs(desc), 2);
+            desc.as_raw()
+        };
+
+        // Build the new description outside of the reservation lock; swap it in under it.
+        let new = build_shared(MOCK_BASE + MOCK_MOVE, &tracker)?;
+        let old_memory =
+            exported.move_memory(|sharing| core::mem::replace(&mut *sharing.memory.lock(), new));
+        assert_eq!(invalidated(&attachment), 1);
+        // The invalidation put the importer's reference; the exporter drops its own.
+        assert_eq!(tracker.puts.load(Relaxed), 1);
+        drop(old_memory);
+
+        let guard = exported.dma_buf().lock();
+        assert_eq!(nr_memory(&attachment, &guard), 0);
+        let desc = attachment.map_memory(&guard)?;
+        assert!(desc.as_raw() != old);
+        assert!(desc.chunks()[0].ranges() == mock_ranges(MOCK_BASE + MOCK_MOVE));
+        assert_eq!(refs(desc), 2);
+        assert_eq!(tracker.builds.load(Relaxed), 2);
+        assert_eq!(tracker.gets.load(Relaxed), 2);
         Ok(())
     }
 }

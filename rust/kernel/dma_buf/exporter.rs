@@ -85,7 +85,7 @@ pub trait Exporter: Sized + Send + Sync + 'static {
     ///   the memory when it is revoked or moved. A revoked buffer fails with [`ENODEV`] before
     ///   [`Exporter::get_memory`] is called.
     /// - A table counts as one description from the `map_dma_buf` that built it until the
-    ///   importer unmaps it: the description itself is freed once the table is built, but
+    ///   importer unmaps it: the description itself is released once the table is built, but
     ///   [`Exporter::put_memory`] is only called at `unmap_dma_buf`, or when mapping fails. An
     ///   exporter that counts descriptions there, to wait in a revoke or move until no importer
     ///   uses the old memory, counts the tables too.
@@ -98,15 +98,21 @@ pub trait Exporter: Sized + Send + Sync + 'static {
     /// it. PCI MMIO may only be described for importers that allow peer-to-peer (see
     /// [`ExportAttachment::peer2peer`]).
     ///
+    /// An exporter whose ranges do not change between calls builds them once, as a
+    /// [`SharedMemory`], and answers with [`MemoryBuilder::share`].
+    ///
     /// With [`Exporter::MAP_DMA_BUF`] it is also called to map the buffer for importers that use
     /// `dma_buf_map_attachment()`, which may be importers that never call
     /// `dma_buf_get_memory()`.
+    ///
+    /// [`SharedMemory`]: super::SharedMemory
     fn get_memory(&self, attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result;
 
     /// Called with the reservation lock held when an importer puts a description that
-    /// [`Exporter::get_memory`] built, or when the core rejects one; the core frees the
-    /// description afterwards. With [`Exporter::MAP_DMA_BUF`], also when an importer unmaps a
-    /// table built from a description, or when building the table failed.
+    /// [`Exporter::get_memory`] built or shared, or when the core rejects one; the core drops
+    /// the importer's reference to the description afterwards. With [`Exporter::MAP_DMA_BUF`],
+    /// also when an importer unmaps a table built from a description, or when building the table
+    /// failed.
     ///
     /// An exporter that holds something per description, for instance a reference that keeps a
     /// revoke waiting until every importer has stopped using the ranges (as vfio-pci does),
@@ -256,11 +262,12 @@ impl<T: Exporter> ExporterVTable<T> {
         // SAFETY: The buffer of an attachment is not released while the attachment exists.
         let data = unsafe { Self::data(attach.dma_buf().as_raw()) };
 
-        // On error, dropping the builder frees whatever was built.
-        let mut builder = MemoryBuilder::new();
+        // On error, dropping the builder frees whatever was built, or drops the shared reference.
+        let mut builder = MemoryBuilder::new(attach.dma_buf());
         match T::get_memory(data, attach, &mut builder).and_then(|()| builder.take()) {
             Ok(desc) => {
-                // SAFETY: `mem` is valid for writes; the core owns the description from now on.
+                // SAFETY: `mem` is valid for writes; the core owns the builder's reference to the
+                // description from now on.
                 unsafe { *mem = desc.as_ptr() };
                 0
             }
@@ -284,8 +291,9 @@ impl<T: Exporter> ExporterVTable<T> {
 
         T::put_memory(data, attach);
 
-        // SAFETY: `mem` came from `dma_buf_memory_alloc()` in `get_memory`, and the core hands it
-        // back exactly once: nothing uses it anymore.
+        // SAFETY: `mem` is the reference that `get_memory` handed to the core, to a description
+        // it built or to a `SharedMemory`'s, and the core hands it back exactly once: this
+        // importer no longer uses it. Dropping it frees the description unless it is shared.
         unsafe { bindings::dma_buf_memory_free(mem) };
     }
 
@@ -314,20 +322,22 @@ impl<T: Exporter> ExporterVTable<T> {
             return Err(ENODEV);
         }
 
-        // On error, dropping the builder frees whatever was built.
-        let mut builder = MemoryBuilder::new();
+        // On error, dropping the builder frees whatever was built, or drops the shared reference.
+        let mut builder = MemoryBuilder::new(attach.dma_buf());
         T::get_memory(data, attach, &mut builder)?;
         let mem = builder.built()?;
 
         // SAFETY: `attach` is valid, by the safety requirements its reservation lock is held, and
-        // `mem` is a description owned by `builder`, which `dma_buf_memory_map()` only reads.
+        // `builder` holds a reference to `mem`. `dma_buf_memory_map()` only reads it, but for
+        // sealing it on first use as `dma_buf_get_memory()` does: a `SharedMemory` is only ever
+        // shared for this buffer, so that happens under the lock held here.
         let sgt = from_err_ptr(unsafe {
             bindings::dma_buf_memory_map(attach.as_raw(), mem.as_ptr(), dir)
         })
         .and_then(|sgt| NonNull::new(sgt).ok_or(ENOMEM));
 
-        // The table does not refer to the description, which `builder` frees when dropped; a
-        // failure releases the description like the core releases one it rejects.
+        // The table does not refer to the description, whose reference `builder` drops when
+        // dropped; a failure releases the description like the core releases one it rejects.
         if sgt.is_err() && T::HAS_PUT_MEMORY {
             T::put_memory(data, attach);
         }

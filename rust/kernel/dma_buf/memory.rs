@@ -16,6 +16,10 @@ use crate::{
         PAGE_SIZE, //
     },
     prelude::*,
+    sync::atomic::{
+        Atomic,
+        Relaxed, //
+    },
     types::Opaque, //
 };
 use core::{
@@ -258,8 +262,9 @@ impl MemoryDesc {
         unsafe { &*ptr.cast() }
     }
 
+    /// Returns the raw `struct dma_buf_memory` pointer.
     #[inline]
-    fn as_raw(&self) -> *mut bindings::dma_buf_memory {
+    pub fn as_raw(&self) -> *mut bindings::dma_buf_memory {
         self.0.get()
     }
 
@@ -361,6 +366,9 @@ impl Drop for Memory<'_> {
 /// [`MemoryBuilder::range`] or [`MemoryBuilder::page`]. Every method returns the error of the C
 /// builder; when [`Exporter::get_memory`] fails, what was built is freed.
 ///
+/// An exporter whose ranges do not change between calls builds them once, as a
+/// [`SharedMemory`], and answers with [`MemoryBuilder::share`] instead.
+///
 /// The described memory must stay valid until the importer puts it or is invalidated: a
 /// [`Model::Pinned`] exporter keeps it for the lifetime of the buffer, the others until they
 /// revoke or move it through [`Exported`].
@@ -371,10 +379,16 @@ impl Drop for Memory<'_> {
 ///
 /// # Invariants
 ///
-/// `mem` is either null or a `struct dma_buf_memory` returned by `dma_buf_memory_alloc()` and
-/// owned by the builder.
+/// - `mem` is either null or a `struct dma_buf_memory` of which the builder owns one reference.
+/// - If `shared` is false, `mem` was allocated by this builder with `dma_buf_memory_alloc()`, and
+///   no one else has a reference to it. If `shared` is true, `mem` is the description of a
+///   [`SharedMemory`], which nothing may change.
+/// - `buf` is null when building a [`SharedMemory`], else the buffer whose `get_memory` or
+///   `map_dma_buf` the builder is for. It is only compared, never dereferenced.
 pub struct MemoryBuilder {
     mem: *mut bindings::dma_buf_memory,
+    shared: bool,
+    buf: *mut bindings::dma_buf,
 }
 
 impl MemoryBuilder {
@@ -384,17 +398,41 @@ impl MemoryBuilder {
     /// The most ranges a description may have, in all chunks together.
     pub const MAX_RANGES: u32 = bindings::DMA_BUF_MEMORY_MAX_RANGES;
 
-    pub(super) fn new() -> Self {
-        // INVARIANT: `mem` is null.
+    /// Creates an empty builder for a description of the memory of `buf`.
+    pub(super) fn new(buf: &super::DmaBuf) -> Self {
+        // INVARIANT: `mem` is null, and `buf` is the buffer the description is for.
         Self {
             mem: ptr::null_mut(),
+            shared: false,
+            buf: buf.as_raw(),
         }
+    }
+
+    /// Creates an empty builder for the description of a [`SharedMemory`], which is for no
+    /// buffer yet.
+    fn new_unbound() -> Self {
+        // INVARIANT: `mem` and `buf` are null.
+        Self {
+            mem: ptr::null_mut(),
+            shared: false,
+            buf: ptr::null_mut(),
+        }
+    }
+
+    /// Returns the description to change, or fails with [`EBUSY`] if it is shared and with
+    /// [`EINVAL`] if nothing was allocated.
+    fn mem_mut(&mut self) -> Result<NonNull<bindings::dma_buf_memory>> {
+        if self.shared {
+            return Err(EBUSY);
+        }
+        NonNull::new(self.mem).ok_or(EINVAL)
     }
 
     /// Allocates room for `max_chunks` chunks and `max_ranges` ranges in all chunks together.
     ///
     /// Fails with [`EINVAL`] if a limit is zero or above [`MemoryBuilder::MAX_CHUNKS`] or
-    /// [`MemoryBuilder::MAX_RANGES`], [`EBUSY`] if room was already allocated, and [`ENOMEM`].
+    /// [`MemoryBuilder::MAX_RANGES`], [`EBUSY`] if room was already allocated or a
+    /// [`SharedMemory`] was shared, and [`ENOMEM`].
     pub fn alloc(&mut self, max_chunks: u32, max_ranges: u32, flags: Flags) -> Result {
         if !self.mem.is_null() {
             return Err(EBUSY);
@@ -411,7 +449,8 @@ impl MemoryBuilder {
             return Err(ENOMEM);
         }
 
-        // INVARIANT: `mem` was just allocated and was null before, so nothing leaks.
+        // INVARIANT: `mem` was just allocated, with the one reference the builder now owns, and
+        // was null before, so nothing leaks and nothing was shared.
         self.mem = mem;
         Ok(())
     }
@@ -422,13 +461,13 @@ impl MemoryBuilder {
         kind: bindings::dma_buf_chunk_kind,
         flags: u32,
     ) -> Result {
-        if self.mem.is_null() {
-            return Err(EINVAL);
-        }
+        let mem = self.mem_mut()?;
 
-        // SAFETY: By the type invariant `mem` is a valid description owned by the builder. The C
-        // builder checks `provider`, `kind` and `flags` against each other.
-        to_result(unsafe { bindings::dma_buf_memory_add_chunk(self.mem, provider, kind, flags) })
+        // SAFETY: By the type invariants `mem` is a valid description that only the builder
+        // references. The C builder checks `provider`, `kind` and `flags` against each other.
+        to_result(unsafe {
+            bindings::dma_buf_memory_add_chunk(mem.as_ptr(), provider, kind, flags)
+        })
     }
 
     /// Starts a chunk of CPU memory.
@@ -463,7 +502,7 @@ impl MemoryBuilder {
     ///
     /// `provider` must stay valid until the importer puts the memory or is invalidated: for a
     /// provider from [`P2pProvider::of_bar`], the exporter must revoke the buffer before the
-    /// driver is unbound.
+    /// driver is unbound. For a [`SharedMemory`], that is every importer it is shared with.
     pub unsafe fn p2p_chunk(&mut self, provider: &P2pProvider) -> Result {
         self.add_chunk(
             provider.as_raw(),
@@ -493,14 +532,14 @@ impl MemoryBuilder {
     /// Adds `len` bytes at `paddr` to the last chunk.
     ///
     /// Fails with [`EINVAL`] if there is no chunk yet or the range is empty, not page aligned or
-    /// wraps around, and with [`ENOSPC`] if there is no room left.
+    /// wraps around, with [`ENOSPC`] if there is no room left, and with [`EBUSY`] if a
+    /// [`SharedMemory`] was shared.
     pub fn range(&mut self, paddr: PhysAddr, len: usize) -> Result {
-        if self.mem.is_null() {
-            return Err(EINVAL);
-        }
+        let mem = self.mem_mut()?;
 
-        // SAFETY: By the type invariant `mem` is a valid description owned by the builder.
-        to_result(unsafe { bindings::dma_buf_memory_add_range(self.mem, paddr, len) })
+        // SAFETY: By the type invariants `mem` is a valid description that only the builder
+        // references.
+        to_result(unsafe { bindings::dma_buf_memory_add_range(mem.as_ptr(), paddr, len) })
     }
 
     /// Adds the memory of `page` to the last chunk.
@@ -512,27 +551,222 @@ impl MemoryBuilder {
         self.range(paddr, PAGE_SIZE)
     }
 
-    /// Returns the description built so far, still owned by the builder, or fails with [`EINVAL`]
-    /// if nothing was allocated.
+    /// Answers with the description of `shared` instead of building one.
+    ///
+    /// The importer gets the very description `shared` holds, with a reference of its own: the
+    /// core validates it in full the first time and then only checks what depends on the
+    /// importer. Afterwards the builder refuses to change it: [`MemoryBuilder::alloc`], the
+    /// chunk methods and [`MemoryBuilder::range`] fail with [`EBUSY`].
+    ///
+    /// Fails with [`EBUSY`] if the builder already holds a description, and with [`EINVAL`] if
+    /// `shared` was shared for another buffer before (see [`SharedMemory`]) or the builder is
+    /// the one building a [`SharedMemory`].
+    pub fn share(&mut self, shared: &SharedMemory) -> Result {
+        if !self.mem.is_null() {
+            return Err(EBUSY);
+        }
+        shared.bind(self.buf)?;
+
+        // INVARIANT: The builder owns the reference that `dma_buf_memory_share()` takes, to the
+        // description of a `SharedMemory`, which it marks as shared.
+        self.shared = true;
+        // SAFETY: By the type invariants of `SharedMemory` its description is valid while
+        // `shared` holds its reference.
+        self.mem = unsafe { bindings::dma_buf_memory_share(shared.mem.as_ptr()) };
+        Ok(())
+    }
+
+    /// Returns the description built or shared, still owned by the builder, or fails with
+    /// [`EINVAL`] if there is none.
     pub(super) fn built(&self) -> Result<NonNull<bindings::dma_buf_memory>> {
         NonNull::new(self.mem).ok_or(EINVAL)
     }
 
-    /// Takes the description out of the builder, or fails with [`EINVAL`] if nothing was
-    /// allocated.
+    /// Takes the reference to the description out of the builder, or fails with [`EINVAL`] if
+    /// there is none.
     pub(super) fn take(&mut self) -> Result<NonNull<bindings::dma_buf_memory>> {
         let mem = NonNull::new(self.mem).ok_or(EINVAL)?;
 
-        // INVARIANT: The caller owns `mem` now.
+        // INVARIANT: The caller owns the reference now.
         self.mem = ptr::null_mut();
+        self.shared = false;
         Ok(mem)
     }
 }
 
 impl Drop for MemoryBuilder {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant `mem` is null or owned by the builder;
-        // `dma_buf_memory_free()` accepts both.
+        // SAFETY: By the type invariant `mem` is null or a description of which the builder owns
+        // a reference; `dma_buf_memory_free()` accepts both, and drops the reference.
         unsafe { bindings::dma_buf_memory_free(self.mem) };
+    }
+}
+
+/// A memory description built once and shared by every [`Exporter::get_memory`] of one buffer.
+///
+/// An exporter whose ranges do not change between calls, such as one describing a PCI BAR or
+/// pages it keeps for the lifetime of the buffer, builds the description once with
+/// [`SharedMemory::new`] and answers every [`Exporter::get_memory`] with
+/// [`MemoryBuilder::share`]: no allocation, and the core validates the description in full only
+/// the first time, then seals it. A [`Model::Dynamic`] exporter that moves its memory builds a
+/// new one and replaces the old one in [`Exported::move_memory`]; importers still holding the
+/// old description keep it alive until they put it.
+///
+/// The description is read-only: no method changes it after [`SharedMemory::new`] returns, and
+/// a [`MemoryBuilder`] holding it refuses to.
+///
+/// A description may only be shared between the attachments of one buffer, because the core
+/// seals it under that buffer's reservation lock. The first [`MemoryBuilder::share`] binds it to
+/// the buffer it is for, and sharing it for another buffer fails with [`EINVAL`]: keep one
+/// [`SharedMemory`] per buffer, in the exporter state of that buffer, rather than one per
+/// device.
+///
+/// Dropping it drops the exporter's reference; the description is freed with the last
+/// reference, which may sleep.
+///
+/// [`Exporter::get_memory`]: super::Exporter::get_memory
+/// [`Model::Dynamic`]: super::Model::Dynamic
+/// [`Exported::move_memory`]: super::Exported::move_memory
+///
+/// # Invariants
+///
+/// - `mem` is a `struct dma_buf_memory` from `dma_buf_memory_alloc()`, of which `self` owns one
+///   reference.
+/// - Nothing changes the chunks or ranges of `mem`: the only builders that reference it hold it
+///   through [`MemoryBuilder::share`] and refuse to. Only the core writes to `mem`, to seal it,
+///   with the reservation lock of `buf` held.
+/// - `buf` is null until the description is first shared, and from then on the buffer it was
+///   shared for; it is only compared, never dereferenced.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{
+///     device::{
+///         Bound,
+///         Device, //
+///     },
+///     dma_buf::{
+///         self,
+///         ExportAttachment,
+///         Exporter,
+///         Importer,
+///         MemoryBuilder,
+///         Model,
+///         ModelSet,
+///         SharedMemory, //
+///     },
+///     faux,
+///     page::{
+///         Page,
+///         PAGE_SIZE, //
+///     },
+///     prelude::*,
+///     sync::Arc, //
+/// };
+///
+/// // Describes its page once, and shares the description with every importer.
+/// struct OnePage {
+///     _page: Page,
+///     memory: SharedMemory,
+/// }
+///
+/// #[vtable]
+/// impl Exporter for OnePage {
+///     const MODEL: Model = Model::Pinned;
+///
+///     fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
+///         // From here on the builder is read-only: `mem.cpu_chunk()` fails with `EBUSY`.
+///         mem.share(&self.memory)
+///     }
+/// }
+///
+/// struct Probe;
+///
+/// impl Importer for Probe {
+///     const MODELS: ModelSet = ModelSet::PINNED;
+///
+///     fn invalidate(&self) {}
+/// }
+///
+/// let reg = faux::Registration::new(c"rust-dma-buf-shared", None)?;
+/// let fdev: &faux::Device<Bound> = reg.as_ref();
+/// let dev: &Device<Bound> = fdev.as_ref();
+///
+/// let page = Page::alloc_page(GFP_KERNEL)?;
+/// let memory = SharedMemory::new(|mem| {
+///     mem.alloc(1, 1, GFP_KERNEL)?;
+///     mem.cpu_chunk()?;
+///     mem.page(&page)
+/// })?;
+/// let exported = dma_buf::export(OnePage { _page: page, memory }, PAGE_SIZE, 0)?;
+/// let buf = exported.dma_buf();
+/// let first = buf.attach(dev, Arc::new(Probe, GFP_KERNEL)?)?;
+/// let second = buf.attach(dev, Arc::new(Probe, GFP_KERNEL)?)?;
+///
+/// // Both importers get the same description.
+/// let guard = buf.lock();
+/// let a = first.get_memory(&guard)?;
+/// let b = second.get_memory(&guard)?;
+/// assert_eq!(a.as_raw(), b.as_raw());
+/// assert_eq!(a.size(), PAGE_SIZE);
+/// # Ok::<(), Error>(())
+/// ```
+pub struct SharedMemory {
+    mem: NonNull<bindings::dma_buf_memory>,
+    buf: Atomic<*mut bindings::dma_buf>,
+}
+
+// SAFETY: The description is not tied to a thread: its reference may be dropped on any thread,
+// and the core reads and seals it on whichever thread holds the reservation lock.
+unsafe impl Send for SharedMemory {}
+
+// SAFETY: Through a `&SharedMemory` the description is only shared, which binds it with an atomic
+// operation and takes a reference with an atomic increment; it is never changed.
+unsafe impl Sync for SharedMemory {}
+
+impl SharedMemory {
+    /// Builds a description with `build`, to be shared with [`MemoryBuilder::share`].
+    ///
+    /// `build` fills the [`MemoryBuilder`] as [`Exporter::get_memory`] does; its error is
+    /// returned, and what was built is freed. Fails with [`EINVAL`] if `build` allocated
+    /// nothing, or shared another [`SharedMemory`]. The core checks the description when an
+    /// importer first gets it, like any other.
+    ///
+    /// [`Exporter::get_memory`]: super::Exporter::get_memory
+    pub fn new(build: impl FnOnce(&mut MemoryBuilder) -> Result) -> Result<Self> {
+        let mut builder = MemoryBuilder::new_unbound();
+        build(&mut builder)?;
+
+        // INVARIANT: `take` hands over the builder's reference to a description it allocated
+        // itself, since an unbound builder refuses to share: no one else references it, and the
+        // builder is gone.
+        Ok(Self {
+            mem: builder.take()?,
+            buf: Atomic::new(ptr::null_mut()),
+        })
+    }
+
+    /// Binds the description to `buf` if it is not bound yet, or checks that it is bound to
+    /// `buf`: fails with [`EINVAL`] if it is bound to another buffer or `buf` is null.
+    fn bind(&self, buf: *mut bindings::dma_buf) -> Result {
+        if buf.is_null() {
+            return Err(EINVAL);
+        }
+
+        // Only the identity of the buffer matters, not what it points to: the reservation lock
+        // of the buffer orders every access to the description.
+        match self.buf.cmpxchg(ptr::null_mut(), buf, Relaxed) {
+            Ok(_) => Ok(()),
+            Err(bound) if bound == buf => Ok(()),
+            Err(_) => Err(EINVAL),
+        }
+    }
+}
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `self` owns a reference to `mem`, which it drops here.
+        unsafe { bindings::dma_buf_memory_free(self.mem.as_ptr()) };
     }
 }

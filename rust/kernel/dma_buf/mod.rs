@@ -11,8 +11,9 @@
 //!   tagged with the kind of memory and, for PCI MMIO, its [`P2pProvider`]. A [`Memory`] borrows
 //!   the [`ResvGuard`], so the addresses cannot be used after the lock is dropped.
 //! - Exporters implement [`Exporter`] and create a buffer with [`export()`]. They describe their
-//!   memory with a [`MemoryBuilder`], declare a [`Model`] for how it may change, and revoke,
-//!   restore or move it through their [`Exported`] handle.
+//!   memory with a [`MemoryBuilder`], or build it once as a [`SharedMemory`] that every importer
+//!   gets, declare a [`Model`] for how it may change, and revoke, restore or move it through
+//!   their [`Exported`] handle.
 //!
 //! An exporter revokes or moves its memory only with the reservation lock held, and tells every
 //! importer through [`Importer::invalidate`] before it does; so while an importer holds the lock,
@@ -68,7 +69,8 @@ pub use memory::{
     MemoryBuilder,
     MemoryDesc,
     P2pProvider,
-    PhysVec, //
+    PhysVec,
+    SharedMemory, //
 };
 
 /// How the memory of a dma-buf may change while importers use it.
