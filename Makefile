@@ -19,28 +19,35 @@ all: check
 deps:
 	@$(S)/deps.sh
 
+# Targets that build and then use the kernel run as one locked sequence
+# (scripts/lib.sh, cpu_lock): another checkout sharing the kernel cache
+# cannot change the tree between the kernel, module and QEMU steps.
+LOCKED = flock $${TMPDIR:-/tmp}/dmabuf-cpu.lock env DMABUF_CPU_LOCKED=1 bash -c
+GUEST = $(S)/kernel.sh >/dev/null && $(S)/build-guest.sh $(OUT)
+
 kernel: deps
 	@$(S)/kernel.sh >/dev/null
 
-guest: kernel
-	@$(S)/build-guest.sh $(OUT)
+guest: deps
+	@$(LOCKED) '$(GUEST)'
 
 check:
 	@$(S)/check.sh
 
-run: guest
-	@$(S)/run-demo.sh $(OUT)
+run: deps
+	@$(LOCKED) '$(GUEST) && $(S)/run-demo.sh $(OUT)'
 
 # dma_buf_get_memory() against dma_buf_map_attachment(): time and bytes
 # (bench/dmabuf_bench.c), measured in the guest; then iommufd MAP_FILE by
 # range count and revoke by importer count (`dmabuf-tool bench`).
-bench: guest
-	@$(S)/bench.sh $(OUT)
+bench: deps
+	@$(LOCKED) '$(GUEST) && $(S)/bench.sh $(OUT)'
 
 # An interactive shell in the guest (Ctrl-a x leaves QEMU).
-shell: guest
-	@$(S)/qemu.sh shell $$(cat $${DMABUF_CACHE:-$$HOME/.cache/dmabuf-memory}/current-build)/arch/x86/boot/bzImage \
-		$(OUT)/initramfs.cpio.gz $(OUT)/shell
+shell: deps
+	@$(LOCKED) '$(GUEST) && $(S)/qemu.sh shell \
+		$$(cat $${DMABUF_CACHE:-$$HOME/.cache/dmabuf-memory}/current-build)/arch/x86/boot/bzImage \
+		$(OUT)/initramfs.cpio.gz $(OUT)/shell'
 
 host-test:
 	cargo test --workspace

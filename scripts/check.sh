@@ -4,6 +4,8 @@
 # run every guest test, and print one final line "N passed, N failed".
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
+# The whole run holds the lock: kernel, modules and boot see one tree.
+cpu_lock
 
 OUT=${DMABUF_OUT:-$TOP/out}
 mkdir -p "$OUT"

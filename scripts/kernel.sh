@@ -13,6 +13,8 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+# Held from the series to the build: the tree is shared by every checkout.
+cpu_lock
 "$TOP/scripts/fetch-kernel.sh"
 TREE="$CACHE/linux"
 FRAGMENT="$TOP/kernel/config.fragment"
@@ -92,7 +94,6 @@ if [ "$(cat "$B/.config-key" 2>/dev/null)" != "$config_key" ] || [ ! -f "$B/.con
 	done
 fi
 
-cpu_lock
 # --- 4. build ---------------------------------------------------------------
 stamp=$(printf '%s\n' "$(cat .pristine-version)" "$series_hash" "$overlay_hash" "$config_key" \
 	"${KMAKE[*]}" | sha256sum | cut -c1-16)

@@ -11,9 +11,16 @@ KMAKE=(make LLVM=-19 CLIPPY=1 -j"$(nproc)")
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-# One kernel build or QEMU run at a time on this 2-core machine: every such
-# step holds this lock (helpers and parallel shells wait for each other).
+# One kernel build or QEMU run at a time on this 2-core machine, and one
+# user of the shared kernel tree in the cache at a time: every such step, and
+# every whole run (make check, make bench, ...), holds this lock, so that
+# checkouts working in parallel wait for each other instead of swapping the
+# tree's series or Rust overlay under each other's build. The lock is taken
+# once per run: the processes it starts inherit it (DMABUF_CPU_LOCKED).
+LOCKFILE="${TMPDIR:-/tmp}/dmabuf-cpu.lock"
 cpu_lock() {
-	exec 9>"${TMPDIR:-/tmp}/dmabuf-cpu.lock"
+	[ -z "${DMABUF_CPU_LOCKED:-}" ] || return 0
+	exec 9>"$LOCKFILE"
 	flock 9
+	export DMABUF_CPU_LOCKED=1
 }

@@ -10,6 +10,7 @@
 #                        with checkpatch --strict
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+cpu_lock
 TREE="$CACHE/linux"
 [ -d "$TREE/.git" ] || die "no kernel tree yet: run make kernel"
 cd "$TREE"
