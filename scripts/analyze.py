@@ -80,6 +80,25 @@ def read_lines(path):
         return [l.rstrip('\r\n').replace('\r', '') for l in f]
 
 
+# printk's nbcon consoles, interrupted mid-line by an urgent message (a WARN
+# on another CPU), print this marker and the whole line again: the line
+# before the marker is a truncated copy of the one after it.
+PRINTK_REPLAY = re.compile(r'\*\* replaying previous printk message \*\*')
+
+
+def drop_printk_replays(lines):
+    """Drop each replay marker and the truncated line it repeats."""
+    out = []
+    for i, l in enumerate(lines):
+        if PRINTK_REPLAY.fullmatch(KERNEL_LINE.sub('', l)):
+            nxt = lines[i + 1] if i + 1 < len(lines) else ''
+            if out and nxt.startswith(out[-1]):
+                out.pop()
+            continue
+        out.append(l)
+    return out
+
+
 def ktap_segments(lines):
     """Split the console into one chunk per top-level KTAP run (boot, each insmod)."""
     starts = [i for i, l in enumerate(lines) if KTAP_TOP.fullmatch(l)]
@@ -108,7 +127,7 @@ def count_kunit(test, tally, path=''):
 
 def parse_kunit(console, kunit_py, tally, report):
     runs = 0
-    for seg in ktap_segments(console):
+    for seg in ktap_segments(drop_printk_replays(console)):
         runs += 1
         with tempfile.TemporaryDirectory() as tmp:
             src = os.path.join(tmp, 'ktap.log')

@@ -349,6 +349,22 @@ class TestKUnit(Base):
                              passed=CLEAN_PASSED - 1)
         self.assertIn('kunit run 1: 2 passed, 1 failed, 0 skipped', r.out)
 
+    @analyzed(console(ktap=KTAP_PASS[:-4] + [
+        # The third case, parameterized: its nested header was cut short.
+        '[   15.751995]         KTAP version 1',
+        '[   15.751996]         # Subtest: validate_accepts_exac',
+        '** replaying previous printk message **',
+        '[   15.751996]         # Subtest: validate_accepts_exactly_max_ranges',
+        '[   15.752001]         ok 1 one chunk',
+        '[   15.752002]         ok 2 two chunks',
+        '[   15.752003]     # validate_accepts_exactly_max_ranges: pass:2 fail:0 skip:0 total:2',
+    ] + KTAP_PASS[-4:]), results())
+    def test_printk_replay_of_a_ktap_line_is_not_a_failure(self, r):
+        # A WARN on another CPU cut a KTAP line short; printk printed the
+        # marker and the whole line again.
+        self.assertPasses(r, passed=CLEAN_PASSED + 1)
+        self.assertIn('kunit run 1: 4 passed, 0 failed, 0 skipped', r.out)
+
     @analyzed(console(ktap=[KTAP_PASS[0], '[   15.719034] 1..2'] + KTAP_PASS[2:]), results())
     def test_kunit_suite_missing_from_plan_fails(self, r):
         # "1..2" but one suite printed (a crash, or printk dropped the lines):

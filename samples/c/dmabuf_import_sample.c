@@ -25,6 +25,7 @@
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
+#include <linux/pci.h>
 #include <linux/platform_device.h>
 #include <linux/scatterlist.h>
 #include <linux/uaccess.h>
@@ -186,27 +187,61 @@ static void sample_map_summary(struct sg_table *sgt,
 		map->ranges[i].len = sg->length;
 	}
 	map->dma_nents = sgt->nents;
+	map->dma_addr = sg_dma_address(sgt->sgl);
 	for_each_sgtable_dma_sg(sgt, sg, i)
 		map->dma_len += sg_dma_len(sg);
 }
 
+/*
+ * A dynamic importer that allows peer-to-peer but declares no memory model:
+ * what an RDMA or GPU driver importing another device's MMIO looks like. It
+ * keeps the table only inside the ioctl, and does no DMA with it, so an
+ * invalidate finds nothing to stop.
+ */
+static void sample_map_invalidate(struct dma_buf_attachment *attach)
+{
+	pr_info("%s: mapping invalidated\n", attach->dmabuf->exp_name);
+}
+
+static const struct dma_buf_attach_ops sample_map_attach_ops = {
+	.allow_peer2peer = true,
+	.invalidate_mappings = sample_map_invalidate,
+};
+
 static int sample_map(struct dmabuf_import_sample_map *map)
 {
 	struct dma_buf_attachment *attach;
+	struct pci_dev *pdev = NULL;
 	struct dma_buf *dmabuf;
 	struct sg_table *sgt;
 	int ret = 0;
 
+	if (map->flags & ~DMABUF_IMPORT_SAMPLE_MAP_PCI || map->reserved)
+		return -EINVAL;
+	if (map->flags & DMABUF_IMPORT_SAMPLE_MAP_PCI) {
+		pdev = pci_get_domain_bus_and_slot(map->pci >> 16,
+						   (map->pci >> 8) & 0xff,
+						   map->pci & 0xff);
+		if (!pdev)
+			return -ENODEV;
+	}
+
 	dmabuf = dma_buf_get(map->fd);
-	if (IS_ERR(dmabuf))
-		return PTR_ERR(dmabuf);
+	if (IS_ERR(dmabuf)) {
+		ret = PTR_ERR(dmabuf);
+		goto out_pci;
+	}
 
 	/*
-	 * A static importer, declaring no memory model: what every importer
-	 * was before dma_buf_get_memory(). It keeps the table only inside
-	 * this ioctl, so it needs no invalidate callback.
+	 * Without a PCI device, a static importer declaring no memory model:
+	 * what every importer was before dma_buf_get_memory(). It keeps the
+	 * table only inside this ioctl, so it needs no invalidate callback.
 	 */
-	attach = dma_buf_attach(dmabuf, &sample_pdev->dev);
+	if (pdev)
+		attach = dma_buf_dynamic_attach(dmabuf, &pdev->dev,
+						&sample_map_attach_ops, NULL);
+	else
+		attach = dma_buf_attach(dmabuf, &sample_pdev->dev);
 	if (IS_ERR(attach)) {
 		ret = PTR_ERR(attach);
 		goto out_put;
@@ -226,6 +261,8 @@ out_detach:
 	dma_buf_detach(dmabuf, attach);
 out_put:
 	dma_buf_put(dmabuf);
+out_pci:
+	pci_dev_put(pdev);
 	return ret;
 }
 
@@ -247,7 +284,9 @@ static long sample_ioctl_map(struct dmabuf_import_sample_map __user *uarg)
 	struct dmabuf_import_sample_map map = {};
 	int ret;
 
-	if (get_user(map.fd, &uarg->fd))
+	if (get_user(map.fd, &uarg->fd) || get_user(map.flags, &uarg->flags) ||
+	    get_user(map.pci, &uarg->pci) ||
+	    get_user(map.reserved, &uarg->reserved))
 		return -EFAULT;
 	ret = sample_map(&map);
 	if (ret)

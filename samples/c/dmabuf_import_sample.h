@@ -43,21 +43,32 @@ struct dmabuf_import_sample_describe {
 	struct dmabuf_import_sample_range ranges[DMABUF_IMPORT_SAMPLE_RANGES];
 };
 
+/* DMABUF_IMPORT_SAMPLE_MAP for a PCI device, as a peer-to-peer importer. */
+#define DMABUF_IMPORT_SAMPLE_MAP_PCI	0x1
+
 /**
  * struct dmabuf_import_sample_map - argument of DMABUF_IMPORT_SAMPLE_MAP
  * @fd: in: the dma-buf
+ * @flags: in: 0 or DMABUF_IMPORT_SAMPLE_MAP_PCI
+ * @pci: in: with DMABUF_IMPORT_SAMPLE_MAP_PCI, the PCI device to map for:
+ *	domain << 16 | bus << 8 | devfn
  * @nents: out: entries of the table's CPU list, 0 if it has none (PCI MMIO)
  * @dma_nents: out: DMA segments of the table
+ * @reserved: must be zero
  * @dma_len: out: total bytes of the DMA segments
+ * @dma_addr: out: DMA address of the first segment
  * @ranges: out: the first DMABUF_IMPORT_SAMPLE_RANGES entries of the CPU
  *	list as physical ranges; the entries past @nents are zero
  */
 struct dmabuf_import_sample_map {
 	__s32 fd;
+	__u32 flags;
+	__u32 pci;
 	__u32 nents;
 	__u32 dma_nents;
 	__u32 reserved;
 	__u64 dma_len;
+	__u64 dma_addr;
 	struct dmabuf_import_sample_range ranges[DMABUF_IMPORT_SAMPLE_RANGES];
 };
 
@@ -77,14 +88,19 @@ struct dmabuf_import_sample_map {
 
 /*
  * The other way to import a dma-buf, for comparison: attach as an importer
- * that declares no memory model, with the sample's platform device, map the
- * buffer with dma_buf_map_attachment() as most importers do, fill in the
- * out fields from the DMA-mapped sg_table, unmap and detach. Exporters that
- * describe their memory with get_memory can serve this from the same
- * description (dma_buf_memory_map(), Exporter::MAP_DMA_BUF in Rust).
- * Errors are those of the dma-buf calls: EOPNOTSUPP if the exporter does
- * not map for such importers, ENODEV if it revoked the buffer; and EPERM,
- * EFAULT as above.
+ * that declares no memory model, map the buffer with
+ * dma_buf_map_attachment() as most importers do, fill in the out fields
+ * from the DMA-mapped sg_table, unmap and detach. Without flags the sample
+ * attaches its platform device as a static importer; with
+ * DMABUF_IMPORT_SAMPLE_MAP_PCI it attaches the PCI device @pci as a dynamic
+ * importer that allows peer-to-peer, so that PCI MMIO is mapped for that
+ * device's DMA. Exporters that describe their memory with get_memory can
+ * serve this from the same description (dma_buf_memory_map(),
+ * Exporter::MAP_DMA_BUF in Rust). Errors are those of the dma-buf calls:
+ * EOPNOTSUPP if the exporter does not map for such importers, ENODEV if it
+ * revoked the buffer, EINVAL if the device cannot reach the memory; ENODEV
+ * if there is no PCI device @pci, EINVAL for unknown flags or a non-zero
+ * @reserved; and EPERM, EFAULT as above.
  */
 #define DMABUF_IMPORT_SAMPLE_MAP \
 	_IOWR(0xDB, 0x01, struct dmabuf_import_sample_map)

@@ -126,6 +126,9 @@ impl BarBuffer {
 impl Exporter for BarBuffer {
     // The BAR goes away with the driver: buffers are revoked on unbind.
     const MODEL: Model = Model::Revocable;
+    // Importers of `dma_buf_map_attachment()` that unmap when invalidated (peer-to-peer RDMA or
+    // GPU drivers) get an sg_table of the same description, DMA-mapped for their device.
+    const MAP_DMA_BUF: bool = true;
 
     fn get_memory(&self, attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
         // PCI MMIO has no `struct page`s: only peer-to-peer importers can use it.

@@ -10,6 +10,13 @@
 //! to the old IOVA faults in the IOMMU. ivshmem then goes back to vfio-pci,
 //! and its BAR2, mapped through VFIO, must hold what edu wrote before the
 //! revoke and nothing of what it tried after.
+//!
+//! The driver also serves importers of `dma_buf_map_attachment()` from the
+//! same description (`Exporter::MAP_DMA_BUF`): the C import sample maps the
+//! buffer for ivshmem itself, a peer-to-peer mapping the PCI core resolves
+//! to bus addresses (`dma_buf_phys_vec_to_sgt()`), and for edu, which cannot
+//! reach ivshmem's BAR on this machine (no common switch, no whitelisted
+//! host bridge); after the revoke the map fails with ENODEV.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, OwnedFd};
@@ -22,6 +29,7 @@ use crate::args::{hex_preview, size, span};
 use crate::dmabuf;
 use crate::edu::{Edu, EDU_BUFFER};
 use crate::errno::{expect_errno, Context, Error, Result};
+use crate::import_sample;
 use crate::iommufd::Iommufd;
 use crate::mmap::Mapping;
 use crate::pci::{Sysfs, EDU, IVSHMEM, VFIO_PCI};
@@ -310,6 +318,11 @@ fn test(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
         );
     }
 
+    let sample = import_sample::open();
+    if let Ok(sample) = &sample {
+        map_tables(r, sample, &buf, &ivshmem_bdf, &edu_bdf);
+    }
+
     r.section("Unbind: the driver revokes its dma-bufs");
     r.explain(
         "Unbinding the driver from ivshmem revokes every dma-buf it exported: iommufd drops\n\
@@ -356,6 +369,17 @@ fn test(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
             Ok(())
         },
     );
+    r.check(
+        "the C sample's dma_buf_map_attachment() of the revoked dma-buf for ivshmem fails with \
+         ENODEV",
+        |f| {
+            let sample = sample.as_ref().map_err(|e| Error::msg(e.to_string()))?;
+            let res = import_sample::map_for_pci(sample, &buf, &ivshmem_bdf);
+            let e = expect_errno(res, libc::ENODEV)?;
+            f.add(format!("kernel: {e}"));
+            Ok(())
+        },
+    );
     let revoked = pattern(REVOKED_SEED, WRITE_LEN as usize);
     let staged = r.check("load another pattern into edu's buffer", |f| {
         lab.staging.write_bytes(0, &revoked);
@@ -390,6 +414,62 @@ fn test(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
         |f| verify_bar(&sysfs, &ivshmem_bdf, &iommu_path, f),
     );
     Ok(())
+}
+
+/// The first address of BAR `bar` of `bdf`, from sysfs `resource`.
+fn bar_start(bdf: &str, bar: usize) -> Result<u64> {
+    let path = format!("/sys/bus/pci/devices/{bdf}/resource");
+    let text = std::fs::read_to_string(&path).op(format!("read {path}"))?;
+    let line = text
+        .lines()
+        .nth(bar)
+        .ok_or_else(|| Error::msg(format!("{path}: no BAR {bar}")))?;
+    let start = line.split_whitespace().next().unwrap_or("");
+    u64::from_str_radix(start.trim_start_matches("0x"), 16)
+        .map_err(|_| Error::msg(format!("{path}: bad line {line:?}")))
+}
+
+/// `dma_buf_map_attachment()` of the driver's dma-buf by the C sample, for
+/// ivshmem (its own BAR: bus addresses) and for edu (unreachable).
+fn map_tables(r: &mut Runner<'_>, sample: &File, buf: &OwnedFd, ivshmem: &str, edu: &str) {
+    r.check(
+        "the C sample maps the driver's dma-buf with dma_buf_map_attachment() for ivshmem, a \
+         peer-to-peer importer of its own BAR2: a table with no CPU list and one DMA segment \
+         per range at BAR2's bus addresses, built from get_memory",
+        |f| {
+            let map = import_sample::map_for_pci(sample, buf, ivshmem)?;
+            let bar2 = bar_start(ivshmem, BAR2 as usize)?;
+            f.add(format!(
+                "{} entries in the CPU list, {} DMA segments of {} in all, the first at {:#x}; \
+                 BAR2 at {bar2:#x}",
+                map.nents,
+                map.dma_nents,
+                size(map.dma_len),
+                map.dma_addr
+            ));
+            if map.nents != 0 || map.dma_nents as usize != RANGES.len() {
+                return Err(Error::msg(format!(
+                    "expected no CPU list and {} DMA segments",
+                    RANGES.len()
+                )));
+            }
+            if map.dma_len != BUF_LEN || map.dma_addr != bar2 + RANGES[0].0 {
+                return Err(Error::msg(
+                    "the DMA segments are not the BAR2 ranges at their bus addresses",
+                ));
+            }
+            Ok(())
+        },
+    );
+    r.check(
+        "the C sample's dma_buf_map_attachment() of the driver's dma-buf for edu fails with \
+         EINVAL: edu cannot reach ivshmem's BAR peer-to-peer here",
+        |f| {
+            let e = expect_errno(import_sample::map_for_pci(sample, buf, edu), libc::EINVAL)?;
+            f.add(format!("kernel: {e}"));
+            Ok(())
+        },
+    );
 }
 
 fn cleanup(r: &mut Runner<'_>, lab: Lab, buf: OwnedFd, dev: File) {

@@ -44,14 +44,48 @@ fn describe(dev: &File, buf: &OwnedFd) -> Result<ImportSampleDescribe> {
     Ok(arg)
 }
 
-fn map(dev: &File, buf: &OwnedFd) -> Result<ImportSampleMap> {
+/// `DMABUF_IMPORT_SAMPLE_MAP` for the sample's platform device, or with
+/// `pci` (see [`pci_id`]) for that PCI device as a peer-to-peer importer.
+fn map(dev: &File, buf: &OwnedFd, pci: Option<u32>) -> Result<ImportSampleMap> {
     let mut arg = ImportSampleMap {
         fd: buf.as_raw_fd(),
+        flags: pci.map_or(0, |_| sys::IMPORT_SAMPLE_MAP_PCI),
+        pci: pci.unwrap_or(0),
         ..Default::default()
     };
     sys::ioctl(dev.as_fd(), sys::DMABUF_IMPORT_SAMPLE_MAP, &mut arg)
         .op("DMABUF_IMPORT_SAMPLE_MAP")?;
     Ok(arg)
+}
+
+/// The sample's number for a PCI device: `domain << 16 | bus << 8 | devfn`
+/// from "dddd:bb:dd.f".
+pub fn pci_id(bdf: &str) -> Option<u32> {
+    let (domain, rest) = bdf.split_once(':')?;
+    let (bus, rest) = rest.split_once(':')?;
+    let (slot, func) = rest.split_once('.')?;
+    let domain = u32::from_str_radix(domain, 16).ok()?;
+    let bus = u32::from_str_radix(bus, 16).ok()?;
+    let slot = u32::from_str_radix(slot, 16).ok()?;
+    let func = u32::from_str_radix(func, 16).ok()?;
+    (domain <= 0xffff && bus <= 0xff && slot < 32 && func < 8)
+        .then_some(domain << 16 | bus << 8 | slot << 3 | func)
+}
+
+/// Opens the sample's device.
+pub fn open() -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(DEVICE)
+        .op(format!("open {DEVICE} (is dmabuf_import_sample loaded?)"))
+}
+
+/// Maps `buf` with `dma_buf_map_attachment()` for the PCI device `bdf`, as a
+/// dynamic importer that allows peer-to-peer, and unmaps it again.
+pub fn map_for_pci(dev: &File, buf: &OwnedFd, bdf: &str) -> Result<ImportSampleMap> {
+    let pci = pci_id(bdf).ok_or_else(|| Error::msg(format!("bad PCI address {bdf}")))?;
+    map(dev, buf, Some(pci))
 }
 
 fn ranges_str(ranges: &[ImportSampleRange]) -> String {
@@ -102,13 +136,7 @@ fn check_same_memory(
 /// `MAP_DMA_BUF`) and `dynamic` (a `Model::Dynamic` one without) with the C
 /// sample, if it is loaded.
 pub fn run(r: &mut Runner<'_>, pinned: Option<&OwnedFd>, dynamic: Option<&OwnedFd>, len: u64) {
-    let Some(dev) = r.attempt(&format!("open {DEVICE}"), |_| {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(DEVICE)
-            .op(format!("open {DEVICE} (is dmabuf_import_sample loaded?)"))
-    }) else {
+    let Some(dev) = r.attempt(&format!("open {DEVICE}"), |_| open()) else {
         return;
     };
 
@@ -119,7 +147,7 @@ pub fn run(r: &mut Runner<'_>, pinned: Option<&OwnedFd>, dynamic: Option<&OwnedF
         |f| {
             let buf = pinned.ok_or_else(|| Error::msg("skipped: no PINNED dma-buf"))?;
             let desc = describe(&dev, buf)?;
-            let map = map(&dev, buf)?;
+            let map = map(&dev, buf, None)?;
             check_same_memory(&desc, &map, len, f)
         },
     );
@@ -128,7 +156,7 @@ pub fn run(r: &mut Runner<'_>, pinned: Option<&OwnedFd>, dynamic: Option<&OwnedF
          with EOPNOTSUPP: that exporter does not set MAP_DMA_BUF",
         |f| {
             let buf = dynamic.ok_or_else(|| Error::msg("skipped: no DYNAMIC dma-buf"))?;
-            let e = expect_errno(map(&dev, buf), libc::EOPNOTSUPP)?;
+            let e = expect_errno(map(&dev, buf, None), libc::EOPNOTSUPP)?;
             f.add(format!("kernel: {e}"));
             Ok(())
         },
@@ -144,6 +172,15 @@ mod tests {
 
     fn r(paddr: u64, len: u64) -> ImportSampleRange {
         ImportSampleRange { paddr, len }
+    }
+
+    #[test]
+    fn pci_ids() {
+        assert_eq!(pci_id("0000:00:04.0"), Some(0x20));
+        assert_eq!(pci_id("0001:02:1f.7"), Some(0x1_02ff));
+        assert_eq!(pci_id("0000:00:20.0"), None);
+        assert_eq!(pci_id("0000:00:04"), None);
+        assert_eq!(pci_id("zz:00:04.0"), None);
     }
 
     #[test]

@@ -239,17 +239,23 @@ pub struct ImportSampleDescribe {
 }
 const _: () = assert!(size_of::<ImportSampleDescribe>() == 88);
 
+/// `DMABUF_IMPORT_SAMPLE_MAP_PCI`: map for a PCI device, as a P2P importer.
+pub const IMPORT_SAMPLE_MAP_PCI: u32 = 1 << 0;
+
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ImportSampleMap {
     pub fd: i32,
+    pub flags: u32,
+    pub pci: u32,
     pub nents: u32,
     pub dma_nents: u32,
     pub reserved: u32,
     pub dma_len: u64,
+    pub dma_addr: u64,
     pub ranges: [ImportSampleRange; IMPORT_SAMPLE_RANGES],
 }
-const _: () = assert!(size_of::<ImportSampleMap>() == 88);
+const _: () = assert!(size_of::<ImportSampleMap>() == 104);
 
 pub const DMABUF_IMPORT_SAMPLE_DESCRIBE: u32 = iowr(0xdb, 0x00, size_of::<ImportSampleDescribe>());
 pub const DMABUF_IMPORT_SAMPLE_MAP: u32 = iowr(0xdb, 0x01, size_of::<ImportSampleMap>());
@@ -404,9 +410,9 @@ mod tests {
         assert_eq!(IOMMU_IOAS_MAP, 0x3b85);
         assert_eq!(IOMMU_IOAS_UNMAP, 0x3b86);
         assert_eq!(IOMMU_IOAS_MAP_FILE, 0x3b8f);
-        // _IOWR(0xDB, n, 88 bytes).
+        // _IOWR(0xDB, n, 88 and 104 bytes).
         assert_eq!(DMABUF_IMPORT_SAMPLE_DESCRIBE, 0xc058_db00);
-        assert_eq!(DMABUF_IMPORT_SAMPLE_MAP, 0xc058_db01);
+        assert_eq!(DMABUF_IMPORT_SAMPLE_MAP, 0xc068_db01);
     }
 
     #[test]
