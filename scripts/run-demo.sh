@@ -7,3 +7,9 @@ out=$1
 KBUILD=$(cat "$CACHE/current-build")
 log "booting $(cat "$CACHE/linux/.pristine-version") + series under QEMU (TCG); the guest powers off at the end"
 "$TOP/scripts/qemu.sh" demo "$KBUILD/arch/x86/boot/bzImage" "$out/initramfs.cpio.gz" "$out/demo" 600
+# The story prints its verdict last; a step that misbehaved fails `make run`.
+if ! grep -q 'All [0-9]* steps behaved as expected' "$out/demo/console.log"; then
+	log "demo: some step did not behave as expected (marked !! above; $out/demo/console.log)"
+	exit 1
+fi
+log "demo: every step behaved as expected"
