@@ -263,7 +263,7 @@ impl<T: Exporter> ExporterVTable<T> {
         let data = unsafe { Self::data(attach.dma_buf().as_raw()) };
 
         // On error, dropping the builder frees whatever was built, or drops the shared reference.
-        let mut builder = MemoryBuilder::new(attach.dma_buf());
+        let mut builder = MemoryBuilder::new();
         match T::get_memory(data, attach, &mut builder).and_then(|()| builder.take()) {
             Ok(desc) => {
                 // SAFETY: `mem` is valid for writes; the core owns the builder's reference to the
@@ -323,7 +323,7 @@ impl<T: Exporter> ExporterVTable<T> {
         }
 
         // On error, dropping the builder frees whatever was built, or drops the shared reference.
-        let mut builder = MemoryBuilder::new(attach.dma_buf());
+        let mut builder = MemoryBuilder::new();
         T::get_memory(data, attach, &mut builder)?;
         let mem = builder.built()?;
 

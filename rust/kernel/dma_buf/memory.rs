@@ -16,10 +16,6 @@ use crate::{
         PAGE_SIZE, //
     },
     prelude::*,
-    sync::atomic::{
-        Atomic,
-        Relaxed, //
-    },
     types::Opaque, //
 };
 use core::{
@@ -381,14 +377,11 @@ impl Drop for Memory<'_> {
 ///
 /// - `mem` is either null or a `struct dma_buf_memory` of which the builder owns one reference.
 /// - If `shared` is false, `mem` was allocated by this builder with `dma_buf_memory_alloc()`, and
-///   no one else has a reference to it. If `shared` is true, `mem` is the description of a
+///   no one else has a reference to it. If `shared` is true, `mem` is the sealed description of a
 ///   [`SharedMemory`], which nothing may change.
-/// - `buf` is null when building a [`SharedMemory`], else the buffer whose `get_memory` or
-///   `map_dma_buf` the builder is for. It is only compared, never dereferenced.
 pub struct MemoryBuilder {
     mem: *mut bindings::dma_buf_memory,
     shared: bool,
-    buf: *mut bindings::dma_buf,
 }
 
 impl MemoryBuilder {
@@ -398,24 +391,11 @@ impl MemoryBuilder {
     /// The most ranges a description may have, in all chunks together.
     pub const MAX_RANGES: u32 = bindings::DMA_BUF_MEMORY_MAX_RANGES;
 
-    /// Creates an empty builder for a description of the memory of `buf`.
-    pub(super) fn new(buf: &super::DmaBuf) -> Self {
-        // INVARIANT: `mem` is null, and `buf` is the buffer the description is for.
+    pub(super) fn new() -> Self {
+        // INVARIANT: `mem` is null.
         Self {
             mem: ptr::null_mut(),
             shared: false,
-            buf: buf.as_raw(),
-        }
-    }
-
-    /// Creates an empty builder for the description of a [`SharedMemory`], which is for no
-    /// buffer yet.
-    fn new_unbound() -> Self {
-        // INVARIANT: `mem` and `buf` are null.
-        Self {
-            mem: ptr::null_mut(),
-            shared: false,
-            buf: ptr::null_mut(),
         }
     }
 
@@ -553,25 +533,21 @@ impl MemoryBuilder {
 
     /// Answers with the description of `shared` instead of building one.
     ///
-    /// The importer gets the very description `shared` holds, with a reference of its own: the
-    /// core validates it in full the first time and then only checks what depends on the
-    /// importer. Afterwards the builder refuses to change it: [`MemoryBuilder::alloc`], the
+    /// The importer gets the very description `shared` holds, with a reference of its own: it
+    /// is sealed, so the core only checks what depends on the importer. Afterwards the builder refuses to change it: [`MemoryBuilder::alloc`], the
     /// chunk methods and [`MemoryBuilder::range`] fail with [`EBUSY`].
     ///
-    /// Fails with [`EBUSY`] if the builder already holds a description, and with [`EINVAL`] if
-    /// `shared` was shared for another buffer before (see [`SharedMemory`]) or the builder is
-    /// the one building a [`SharedMemory`].
+    /// Fails with [`EBUSY`] if the builder already holds a description.
     pub fn share(&mut self, shared: &SharedMemory) -> Result {
         if !self.mem.is_null() {
             return Err(EBUSY);
         }
-        shared.bind(self.buf)?;
 
         // INVARIANT: The builder owns the reference that `dma_buf_memory_share()` takes, to the
-        // description of a `SharedMemory`, which it marks as shared.
+        // sealed description of a `SharedMemory`, which it marks as shared.
         self.shared = true;
         // SAFETY: By the type invariants of `SharedMemory` its description is valid while
-        // `shared` holds its reference.
+        // `shared` holds its reference, and sealed.
         self.mem = unsafe { bindings::dma_buf_memory_share(shared.mem.as_ptr()) };
         Ok(())
     }
@@ -602,24 +578,21 @@ impl Drop for MemoryBuilder {
     }
 }
 
-/// A memory description built once and shared by every [`Exporter::get_memory`] of one buffer.
+/// A memory description built once and shared by every [`Exporter::get_memory`].
 ///
 /// An exporter whose ranges do not change between calls, such as one describing a PCI BAR or
 /// pages it keeps for the lifetime of the buffer, builds the description once with
 /// [`SharedMemory::new`] and answers every [`Exporter::get_memory`] with
-/// [`MemoryBuilder::share`]: no allocation, and the core validates the description in full only
-/// the first time, then seals it. A [`Model::Dynamic`] exporter that moves its memory builds a
+/// [`MemoryBuilder::share`]: no allocation, and the core checks in constant time only what
+/// depends on the importer. A [`Model::Dynamic`] exporter that moves its memory builds a
 /// new one and replaces the old one in [`Exported::move_memory`]; importers still holding the
 /// old description keep it alive until they put it.
 ///
-/// The description is read-only: no method changes it after [`SharedMemory::new`] returns, and
-/// a [`MemoryBuilder`] holding it refuses to.
-///
-/// A description may only be shared between the attachments of one buffer, because the core
-/// seals it under that buffer's reservation lock. The first [`MemoryBuilder::share`] binds it to
-/// the buffer it is for, and sharing it for another buffer fails with [`EINVAL`]: keep one
-/// [`SharedMemory`] per buffer, in the exporter state of that buffer, rather than one per
-/// device.
+/// [`SharedMemory::new`] seals the description (`dma_buf_memory_seal()`): it checks it as the
+/// core checks what [`Exporter::get_memory`] returns, so a broken description is an error of
+/// [`SharedMemory::new`] rather than of an importer's get, and makes it read-only. Nothing writes
+/// to it afterwards, not even the core, and a [`MemoryBuilder`] holding it refuses to; so it may
+/// also be shared between buffers.
 ///
 /// Dropping it drops the exporter's reference; the description is freed with the last
 /// reference, which may sleep.
@@ -630,13 +603,9 @@ impl Drop for MemoryBuilder {
 ///
 /// # Invariants
 ///
-/// - `mem` is a `struct dma_buf_memory` from `dma_buf_memory_alloc()`, of which `self` owns one
-///   reference.
-/// - Nothing changes the chunks or ranges of `mem`: the only builders that reference it hold it
-///   through [`MemoryBuilder::share`] and refuse to. Only the core writes to `mem`, to seal it,
-///   with the reservation lock of `buf` held.
-/// - `buf` is null until the description is first shared, and from then on the buffer it was
-///   shared for; it is only compared, never dereferenced.
+/// `mem` is a sealed `struct dma_buf_memory` from `dma_buf_memory_alloc()`, of which `self` owns
+/// one reference. Nothing writes to it: it is sealed, and the only builders that reference it
+/// hold it through [`MemoryBuilder::share`] and refuse to change it.
 ///
 /// # Examples
 ///
@@ -714,53 +683,39 @@ impl Drop for MemoryBuilder {
 /// ```
 pub struct SharedMemory {
     mem: NonNull<bindings::dma_buf_memory>,
-    buf: Atomic<*mut bindings::dma_buf>,
 }
 
-// SAFETY: The description is not tied to a thread: its reference may be dropped on any thread,
-// and the core reads and seals it on whichever thread holds the reservation lock.
+// SAFETY: The description is not tied to a thread: its reference may be dropped on any thread.
 unsafe impl Send for SharedMemory {}
 
-// SAFETY: Through a `&SharedMemory` the description is only shared, which binds it with an atomic
-// operation and takes a reference with an atomic increment; it is never changed.
+// SAFETY: Through a `&SharedMemory` the description is only shared, which takes a reference with
+// an atomic increment; it is sealed, so no one writes to it.
 unsafe impl Sync for SharedMemory {}
 
 impl SharedMemory {
-    /// Builds a description with `build`, to be shared with [`MemoryBuilder::share`].
+    /// Builds a description with `build` and seals it, to be shared with
+    /// [`MemoryBuilder::share`].
     ///
     /// `build` fills the [`MemoryBuilder`] as [`Exporter::get_memory`] does; its error is
     /// returned, and what was built is freed. Fails with [`EINVAL`] if `build` allocated
-    /// nothing, or shared another [`SharedMemory`]. The core checks the description when an
-    /// importer first gets it, like any other.
+    /// nothing or the description breaks a rule of the core (a chunk without ranges, for
+    /// instance); `build` may also share another [`SharedMemory`], which makes this one another
+    /// reference to the same description.
     ///
     /// [`Exporter::get_memory`]: super::Exporter::get_memory
     pub fn new(build: impl FnOnce(&mut MemoryBuilder) -> Result) -> Result<Self> {
-        let mut builder = MemoryBuilder::new_unbound();
+        let mut builder = MemoryBuilder::new();
         build(&mut builder)?;
+        let mem = builder.built()?;
 
-        // INVARIANT: `take` hands over the builder's reference to a description it allocated
-        // itself, since an unbound builder refuses to share: no one else references it, and the
-        // builder is gone.
+        // SAFETY: `mem` is a valid description the builder holds a reference to; sealing only
+        // writes to it if the builder allocated it and no one else references it yet.
+        to_result(unsafe { bindings::dma_buf_memory_seal(mem.as_ptr()) })?;
+
+        // INVARIANT: `take` hands over the builder's reference to `mem`, which is sealed.
         Ok(Self {
             mem: builder.take()?,
-            buf: Atomic::new(ptr::null_mut()),
         })
-    }
-
-    /// Binds the description to `buf` if it is not bound yet, or checks that it is bound to
-    /// `buf`: fails with [`EINVAL`] if it is bound to another buffer or `buf` is null.
-    fn bind(&self, buf: *mut bindings::dma_buf) -> Result {
-        if buf.is_null() {
-            return Err(EINVAL);
-        }
-
-        // Only the identity of the buffer matters, not what it points to: the reservation lock
-        // of the buffer orders every access to the description.
-        match self.buf.cmpxchg(ptr::null_mut(), buf, Relaxed) {
-            Ok(_) => Ok(()),
-            Err(bound) if bound == buf => Ok(()),
-            Err(_) => Err(EINVAL),
-        }
     }
 }
 
