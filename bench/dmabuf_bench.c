@@ -17,8 +17,9 @@
  * - get_memory returns them as one chunk, P2P MMIO or CPU (see Memory
  *   below), built with dma_buf_memory_alloc() and
  *   dma_buf_memory_add_range(): on every call (the get_mem column), or
- *   once, with every call returning dma_buf_memory_share() of that one
- *   description (the shared column), as vfio-pci does;
+ *   once, sealed with dma_buf_memory_seal(), with every call returning
+ *   dma_buf_memory_share() of that one description (the shared column),
+ *   as vfio-pci does;
  * - map_dma_buf returns them as an sg_table shaped like the one of
  *   dma_buf_phys_vec_to_sgt(), the kernel's helper for exporters of
  *   physical ranges (vfio-pci's map_dma_buf): one sg_alloc_table() entry
@@ -194,6 +195,11 @@ static int bench_get_memory(struct dma_buf_attachment *attach,
 		buf->shared = bench_describe(buf);
 		if (!buf->shared)
 			return -ENOMEM;
+		if (dma_buf_memory_seal(buf->shared)) {
+			dma_buf_memory_free(buf->shared);
+			buf->shared = NULL;
+			return -EINVAL;
+		}
 	}
 	*mem = dma_buf_memory_share(buf->shared);
 	return 0;
