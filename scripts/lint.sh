@@ -58,6 +58,9 @@ check "kernel-doc -Wall: no new warning in the files the series adds or changes"
 rust_files=$(cd "$TOP" && ls rust/kernel/dma_buf/*.rs src/*.rs tests/kunit/*.rs samples/rust/*.rs)
 check "rustfmt (kernel .rustfmt.toml): kernel::dma_buf, the module, its tests, the Rust samples" \
 	rustfmt.log sh -c "cd '$TOP' && rustfmt --check --edition 2021 --config-path '$TREE/.rustfmt.toml' $(echo $rust_files)"
+# rustfmt leaves comments alone: the kernel's 100-column limit for them too.
+check "no line over 100 columns in the same Rust files (comments included)" \
+	rust-columns.log sh -c "cd '$TOP' && ! awk 'length > 100 { print FILENAME \":\" FNR; n++ } END { exit !n }' $(echo $rust_files)"
 
 clippy_module() {
 	cpu_lock

@@ -329,8 +329,8 @@ impl<T: Exporter> ExporterVTable<T> {
 
         // SAFETY: `attach` is valid, by the safety requirements its reservation lock is held, and
         // `builder` holds a reference to `mem`. `dma_buf_memory_map()` only reads it, but for
-        // sealing it on first use as `dma_buf_get_memory()` does: a `SharedMemory` is only ever
-        // shared for this buffer, so that happens under the lock held here.
+        // sealing it as `dma_buf_get_memory()` does when the builder allocated it, and then no
+        // one else references it yet; a `SharedMemory`'s description is sealed already.
         let sgt = from_err_ptr(unsafe {
             bindings::dma_buf_memory_map(attach.as_raw(), mem.as_ptr(), dir)
         })

@@ -534,8 +534,9 @@ impl MemoryBuilder {
     /// Answers with the description of `shared` instead of building one.
     ///
     /// The importer gets the very description `shared` holds, with a reference of its own: it
-    /// is sealed, so the core only checks what depends on the importer. Afterwards the builder refuses to change it: [`MemoryBuilder::alloc`], the
-    /// chunk methods and [`MemoryBuilder::range`] fail with [`EBUSY`].
+    /// is sealed, so the core only checks what depends on the importer. Afterwards the builder
+    /// refuses to change it: [`MemoryBuilder::alloc`], the chunk methods and
+    /// [`MemoryBuilder::range`] fail with [`EBUSY`].
     ///
     /// Fails with [`EBUSY`] if the builder already holds a description.
     pub fn share(&mut self, shared: &SharedMemory) -> Result {
