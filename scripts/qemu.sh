@@ -21,11 +21,18 @@ bench) append+=" kunit.enable=0" ;;
 esac
 append+=" ${DMABUF_APPEND:-}"
 
+# edu sits on the root bus; ivshmem and pci-testdev sit below one PCIe switch
+# (no ACS on its ports), so that the PCI core maps P2P between them by bus
+# address, as it cannot through q35's host bridge.
 qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp 2 -m 2048
 	-device intel-iommu
 	-device edu
-	-object memory-backend-ram,id=shm,size=2M -device ivshmem-plain,memdev=shm
-	-device pci-testdev
+	-device pcie-root-port,id=rp1,chassis=1,slot=1
+	-device x3130-upstream,id=sw,bus=rp1
+	-device xio3130-downstream,id=dn1,bus=sw,chassis=2,slot=0
+	-device xio3130-downstream,id=dn2,bus=sw,chassis=3,slot=1
+	-object memory-backend-ram,id=shm,size=2M -device ivshmem-plain,memdev=shm,bus=dn1
+	-device pci-testdev,bus=dn2
 	-kernel "$kernel" -initrd "$initrd" -append "$append"
 	-display none -monitor none -no-reboot
 	-chardev "stdio,id=con,signal=off,logfile=$out/console.log"

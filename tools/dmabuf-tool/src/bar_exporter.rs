@@ -12,11 +12,12 @@
 //! revoke and nothing of what it tried after.
 //!
 //! The driver also serves importers of `dma_buf_map_attachment()` from the
-//! same description (`Exporter::MAP_DMA_BUF`): the C import sample maps the
-//! buffer for ivshmem itself, a peer-to-peer mapping the PCI core resolves
-//! to bus addresses (`dma_buf_phys_vec_to_sgt()`), and for edu, which cannot
-//! reach ivshmem's BAR on this machine (no common switch, no whitelisted
-//! host bridge); after the revoke the map fails with ENODEV.
+//! same description (`Exporter::MAP_DMA_BUF`). The C import sample maps the
+//! buffer for ivshmem itself and for pci-testdev, its peer behind the same
+//! PCIe switch: the PCI core resolves both to bus addresses
+//! (`dma_buf_phys_vec_to_sgt()`). For edu, on the root bus, the map fails
+//! with EINVAL: the path goes through a host bridge that is not whitelisted
+//! for peer-to-peer. After the revoke the map fails with ENODEV.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, OwnedFd};
@@ -32,7 +33,7 @@ use crate::errno::{expect_errno, Context, Error, Result};
 use crate::import_sample;
 use crate::iommufd::Iommufd;
 use crate::mmap::Mapping;
-use crate::pci::{Sysfs, EDU, IVSHMEM, VFIO_PCI};
+use crate::pci::{Sysfs, EDU, IVSHMEM, PCI_TESTDEV, VFIO_PCI};
 use crate::report::{Aborted, Facts, Runner};
 use crate::story::{first_mismatch, pattern, revoked_dma_faults};
 use crate::sys;
@@ -320,7 +321,8 @@ fn test(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
 
     let sample = import_sample::open();
     if let Ok(sample) = &sample {
-        map_tables(r, sample, &buf, &ivshmem_bdf, &edu_bdf);
+        let testdev = sysfs.find_one(PCI_TESTDEV).ok();
+        map_tables(r, sample, &buf, &ivshmem_bdf, testdev.as_deref(), &edu_bdf);
     }
 
     r.section("Unbind: the driver revokes its dma-bufs");
@@ -429,41 +431,69 @@ fn bar_start(bdf: &str, bar: usize) -> Result<u64> {
         .map_err(|_| Error::msg(format!("{path}: bad line {line:?}")))
 }
 
-/// `dma_buf_map_attachment()` of the driver's dma-buf by the C sample, for
-/// ivshmem (its own BAR: bus addresses) and for edu (unreachable).
-fn map_tables(r: &mut Runner<'_>, sample: &File, buf: &OwnedFd, ivshmem: &str, edu: &str) {
+/// The table of the driver's dma-buf mapped by the C sample for `client`: no
+/// CPU list and one DMA segment per range at BAR2's bus addresses.
+fn check_bus_addr_table(
+    sample: &File,
+    buf: &OwnedFd,
+    ivshmem: &str,
+    client: &str,
+    f: &mut Facts,
+) -> Result<()> {
+    let map = import_sample::map_for_pci(sample, buf, client)?;
+    let bar2 = bar_start(ivshmem, BAR2 as usize)?;
+    f.add(format!(
+        "{} entries in the CPU list, {} DMA segments of {} in all, the first at {:#x}; \
+         BAR2 at {bar2:#x}",
+        map.nents,
+        map.dma_nents,
+        size(map.dma_len),
+        map.dma_addr
+    ));
+    if map.nents != 0 || map.dma_nents as usize != RANGES.len() {
+        return Err(Error::msg(format!(
+            "expected no CPU list and {} DMA segments",
+            RANGES.len()
+        )));
+    }
+    if map.dma_len != BUF_LEN || map.dma_addr != bar2 + RANGES[0].0 {
+        return Err(Error::msg(
+            "the DMA segments are not the BAR2 ranges at their bus addresses",
+        ));
+    }
+    Ok(())
+}
+
+/// `dma_buf_map_attachment()` of the driver's dma-buf by the C sample: for
+/// ivshmem (its own BAR) and pci-testdev (a peer behind the same PCIe
+/// switch), bus addresses; for edu, on the root bus, unreachable.
+fn map_tables(
+    r: &mut Runner<'_>,
+    sample: &File,
+    buf: &OwnedFd,
+    ivshmem: &str,
+    testdev: Option<&str>,
+    edu: &str,
+) {
     r.check(
         "the C sample maps the driver's dma-buf with dma_buf_map_attachment() for ivshmem, a \
          peer-to-peer importer of its own BAR2: a table with no CPU list and one DMA segment \
          per range at BAR2's bus addresses, built from get_memory",
+        |f| check_bus_addr_table(sample, buf, ivshmem, ivshmem, f),
+    );
+    r.check(
+        "the same for pci-testdev, a peer behind the same PCIe switch as ivshmem: the PCI \
+         core resolves the path to bus addresses, no IOMMU involved",
         |f| {
-            let map = import_sample::map_for_pci(sample, buf, ivshmem)?;
-            let bar2 = bar_start(ivshmem, BAR2 as usize)?;
-            f.add(format!(
-                "{} entries in the CPU list, {} DMA segments of {} in all, the first at {:#x}; \
-                 BAR2 at {bar2:#x}",
-                map.nents,
-                map.dma_nents,
-                size(map.dma_len),
-                map.dma_addr
-            ));
-            if map.nents != 0 || map.dma_nents as usize != RANGES.len() {
-                return Err(Error::msg(format!(
-                    "expected no CPU list and {} DMA segments",
-                    RANGES.len()
-                )));
-            }
-            if map.dma_len != BUF_LEN || map.dma_addr != bar2 + RANGES[0].0 {
-                return Err(Error::msg(
-                    "the DMA segments are not the BAR2 ranges at their bus addresses",
-                ));
-            }
-            Ok(())
+            let testdev = testdev.ok_or_else(|| Error::msg("no pci-testdev"))?;
+            f.add(format!("pci-testdev {testdev}"));
+            check_bus_addr_table(sample, buf, ivshmem, testdev, f)
         },
     );
     r.check(
         "the C sample's dma_buf_map_attachment() of the driver's dma-buf for edu fails with \
-         EINVAL: edu cannot reach ivshmem's BAR peer-to-peer here",
+         EINVAL: from the root bus, the path to ivshmem's BAR goes through a host bridge \
+         that is not whitelisted for peer-to-peer",
         |f| {
             let e = expect_errno(import_sample::map_for_pci(sample, buf, edu), libc::EINVAL)?;
             f.add(format!("kernel: {e}"));
