@@ -81,7 +81,7 @@ pub trait Exporter: Sized + Send + Sync + 'static {
     ///
     /// - A [`Model::Pinned`] buffer serves every importer. A buffer of another model serves only
     ///   importers that unmap when invalidated ([`ExportAttachment::is_revocable`]); others fail
-    ///   with [`EOPNOTSUPP`], as vfio-pci refuses them, because nothing would make them give up
+    ///   with [`EOPNOTSUPP`] from `dma_buf_memory_map()`, because nothing would make them give up
     ///   the memory when it is revoked or moved. A revoked buffer fails with [`ENODEV`] before
     ///   [`Exporter::get_memory`] is called.
     /// - A table counts as one description from the `map_dma_buf` that built it until the
@@ -310,10 +310,6 @@ impl<T: Exporter> ExporterVTable<T> {
         attach: &ExportAttachment,
         dir: bindings::dma_data_direction,
     ) -> Result<NonNull<bindings::sg_table>> {
-        // Only pinned memory stays valid for an importer that does not unmap when invalidated.
-        if T::MODEL != Model::Pinned && !attach.is_revocable() {
-            return Err(EOPNOTSUPP);
-        }
         // SAFETY: The buffer is valid while `attach` is, and by the safety requirements its
         // reservation lock is held.
         let revoked = unsafe { bindings::dma_buf_is_revoked(attach.dma_buf().as_raw()) };

@@ -375,13 +375,11 @@ impl Drop for Memory<'_> {
 ///
 /// # Invariants
 ///
-/// - `mem` is either null or a `struct dma_buf_memory` of which the builder owns one reference.
-/// - If `shared` is false, `mem` was allocated by this builder with `dma_buf_memory_alloc()`, and
-///   no one else has a reference to it. If `shared` is true, `mem` is the sealed description of a
-///   [`SharedMemory`], which nothing may change.
+/// `mem` is either null or a `struct dma_buf_memory` of which the builder owns one reference:
+/// one the builder allocated with `dma_buf_memory_alloc()`, which no one else references, or the
+/// sealed description of a [`SharedMemory`], which the C builder refuses to change.
 pub struct MemoryBuilder {
     mem: *mut bindings::dma_buf_memory,
-    shared: bool,
 }
 
 impl MemoryBuilder {
@@ -395,17 +393,7 @@ impl MemoryBuilder {
         // INVARIANT: `mem` is null.
         Self {
             mem: ptr::null_mut(),
-            shared: false,
         }
-    }
-
-    /// Returns the description to change, or fails with [`EBUSY`] if it is shared and with
-    /// [`EINVAL`] if nothing was allocated.
-    fn mem_mut(&mut self) -> Result<NonNull<bindings::dma_buf_memory>> {
-        if self.shared {
-            return Err(EBUSY);
-        }
-        NonNull::new(self.mem).ok_or(EINVAL)
     }
 
     /// Allocates room for `max_chunks` chunks and `max_ranges` ranges in all chunks together.
@@ -441,13 +429,14 @@ impl MemoryBuilder {
         kind: bindings::dma_buf_chunk_kind,
         flags: u32,
     ) -> Result {
-        let mem = self.mem_mut()?;
+        if self.mem.is_null() {
+            return Err(EINVAL);
+        }
 
-        // SAFETY: By the type invariants `mem` is a valid description that only the builder
-        // references. The C builder checks `provider`, `kind` and `flags` against each other.
-        to_result(unsafe {
-            bindings::dma_buf_memory_add_chunk(mem.as_ptr(), provider, kind, flags)
-        })
+        // SAFETY: By the type invariant `mem` is a valid description the builder holds a reference
+        // to: its own, or a sealed one, which the C builder refuses with `EBUSY` without writing
+        // to it. The C builder checks `provider`, `kind` and `flags` against each other.
+        to_result(unsafe { bindings::dma_buf_memory_add_chunk(self.mem, provider, kind, flags) })
     }
 
     /// Starts a chunk of CPU memory.
@@ -515,11 +504,14 @@ impl MemoryBuilder {
     /// wraps around, with [`ENOSPC`] if there is no room left, and with [`EBUSY`] if a
     /// [`SharedMemory`] was shared.
     pub fn range(&mut self, paddr: PhysAddr, len: usize) -> Result {
-        let mem = self.mem_mut()?;
+        if self.mem.is_null() {
+            return Err(EINVAL);
+        }
 
-        // SAFETY: By the type invariants `mem` is a valid description that only the builder
-        // references.
-        to_result(unsafe { bindings::dma_buf_memory_add_range(mem.as_ptr(), paddr, len) })
+        // SAFETY: By the type invariant `mem` is a valid description the builder holds a reference
+        // to: its own, or a sealed one, which the C builder refuses with `EBUSY` without writing
+        // to it.
+        to_result(unsafe { bindings::dma_buf_memory_add_range(self.mem, paddr, len) })
     }
 
     /// Adds the memory of `page` to the last chunk.
@@ -545,8 +537,7 @@ impl MemoryBuilder {
         }
 
         // INVARIANT: The builder owns the reference that `dma_buf_memory_share()` takes, to the
-        // sealed description of a `SharedMemory`, which it marks as shared.
-        self.shared = true;
+        // sealed description of a `SharedMemory`.
         // SAFETY: By the type invariants of `SharedMemory` its description is valid while
         // `shared` holds its reference, and sealed.
         self.mem = unsafe { bindings::dma_buf_memory_share(shared.mem.as_ptr()) };
@@ -566,7 +557,6 @@ impl MemoryBuilder {
 
         // INVARIANT: The caller owns the reference now.
         self.mem = ptr::null_mut();
-        self.shared = false;
         Ok(mem)
     }
 }
