@@ -11,7 +11,7 @@ SHELL := /bin/bash
 S := scripts
 OUT ?= $(CURDIR)/out
 
-.PHONY: all deps kernel guest check run bench shell series export-patches reset-tree \
+.PHONY: all deps kernel guest check run bench shell series series-steps export-patches reset-tree \
 	clean cache-clean host-test
 
 all: check
@@ -64,6 +64,11 @@ reset-tree:
 # cover letter) in $(OUT)/series.
 series:
 	@$(S)/series.sh full $(OUT)/series
+
+# Every step of the full series builds (incremental builds of each patch in
+# a tree of their own; slow, not part of make check).
+series-steps:
+	@$(S)/series.sh steps $(OUT)/series
 
 clean:
 	rm -rf $(OUT) target src/*.o src/*.ko src/*.mod* src/.*.cmd .*.cmd \

@@ -315,7 +315,7 @@ static void bench_invalidate(struct dma_buf_attachment *attach)
 
 static const struct dma_buf_attach_ops bench_attach_ops = {
 	.allow_peer2peer = true,
-	.memory_models = DMA_BUF_ACCEPT_PINNED,
+	.memory_models = DMA_BUF_ACCEPT_PINNED | DMA_BUF_ACCEPT_REVOCABLE,
 	.invalidate_mappings = bench_invalidate,
 };
 
@@ -583,11 +583,17 @@ static int bench_row(struct device *dev, struct page *block,
 	struct dma_buf *dmabuf;
 	int ret;
 
+	if (block && div_u64(buf.size, buf.nr_ranges) <= PAGE_SIZE << block_order)
+		buf.block = block;
+	row->cpu = !!buf.block;
+
 	exp_info.ops = &bench_ops;
 	exp_info.size = buf.size;
 	exp_info.flags = O_RDWR;
 	exp_info.priv = &buf;
-	exp_info.memory_model = DMA_BUF_MODEL_PINNED;
+	/* MMIO can go away: the core refuses it in a pinned buffer. */
+	exp_info.memory_model = buf.block ? DMA_BUF_MODEL_PINNED :
+					    DMA_BUF_MODEL_REVOCABLE;
 	dmabuf = dma_buf_export(&exp_info);
 	if (IS_ERR(dmabuf))
 		return PTR_ERR(dmabuf);
@@ -598,9 +604,6 @@ static int bench_row(struct device *dev, struct page *block,
 		goto out_put;
 	}
 
-	if (block && div_u64(buf.size, buf.nr_ranges) <= PAGE_SIZE << block_order)
-		buf.block = block;
-	row->cpu = !!buf.block;
 	ret = bench_bytes(attach, row) ?:
 	      bench_time(attach, bench_get_put, &row->mem) ?:
 	      bench_time(attach, bench_map_unmap, &row->sg);

@@ -11,8 +11,27 @@ use crate::mmap::Mapping;
 use crate::sys;
 
 /// Read + write DMA at a caller-chosen IOVA.
-const MAP_FLAGS: u32 =
-    sys::IOMMU_IOAS_MAP_FIXED_IOVA | sys::IOMMU_IOAS_MAP_READABLE | sys::IOMMU_IOAS_MAP_WRITEABLE;
+const MAP_FLAGS: u32 = Access::ReadWrite.map_flags();
+
+/// What a device may do through a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE`.
+    ReadWrite,
+    /// `IOMMU_IOAS_MAP_READABLE` only: the IOMMU faults device writes.
+    ReadOnly,
+}
+
+impl Access {
+    /// The `IOMMU_IOAS_MAP_*` flags for a mapping at a fixed IOVA.
+    pub const fn map_flags(self) -> u32 {
+        let rw = match self {
+            Access::ReadWrite => sys::IOMMU_IOAS_MAP_READABLE | sys::IOMMU_IOAS_MAP_WRITEABLE,
+            Access::ReadOnly => sys::IOMMU_IOAS_MAP_READABLE,
+        };
+        sys::IOMMU_IOAS_MAP_FIXED_IOVA | rw
+    }
+}
 
 /// An open iommufd; closed on drop (or by `close`, which reports errors).
 #[derive(Debug)]
@@ -75,13 +94,22 @@ impl Iommufd {
         length: u64,
         iova: u64,
     ) -> Result<u64> {
-        self.map_file_raw(
-            ioas,
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            start,
-            length,
-            iova,
-        )
+        self.map_file_access(ioas, fd, start, length, iova, Access::ReadWrite)
+    }
+
+    /// `map_file` with the device's `access` chosen: `Access::ReadOnly`
+    /// maps without `IOMMU_IOAS_MAP_WRITEABLE`.
+    pub fn map_file_access(
+        &self,
+        ioas: u32,
+        fd: BorrowedFd<'_>,
+        start: u64,
+        length: u64,
+        iova: u64,
+        access: Access,
+    ) -> Result<u64> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        self.map_file_flags(ioas, fd, start, length, iova, access.map_flags())
     }
 
     /// `map_file` with a raw descriptor number, for passing numbers that are
@@ -94,9 +122,21 @@ impl Iommufd {
         length: u64,
         iova: u64,
     ) -> Result<u64> {
+        self.map_file_flags(ioas, fd, start, length, iova, MAP_FLAGS)
+    }
+
+    fn map_file_flags(
+        &self,
+        ioas: u32,
+        fd: i32,
+        start: u64,
+        length: u64,
+        iova: u64,
+        flags: u32,
+    ) -> Result<u64> {
         let mut m = sys::IommuIoasMapFile {
             size: size_of::<sys::IommuIoasMapFile>() as u32,
-            flags: MAP_FLAGS,
+            flags,
             ioas_id: ioas,
             fd,
             start,
@@ -133,5 +173,18 @@ impl Iommufd {
     /// Close, reporting what `close(2)` says.
     pub fn close(self) -> Result<()> {
         sys::close(self.fd).op("close /dev/iommu")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_flags() {
+        // FIXED_IOVA (1) | WRITEABLE (2) | READABLE (4), as in iommufd.h.
+        assert_eq!(Access::ReadWrite.map_flags(), 0b111);
+        assert_eq!(Access::ReadOnly.map_flags(), 0b101);
+        assert_eq!(MAP_FLAGS, Access::ReadWrite.map_flags());
     }
 }

@@ -88,9 +88,35 @@ pub fn wait_for_dma_write_faults(watch: Option<&mut Watch>, limit: Duration) -> 
     }
 }
 
+/// The address in a DMAR fault report ("... fault addr 0x203000 [fault
+/// reason 0x05] ..."): the page the IOMMU refused, as the kernel read it from
+/// the fault recording register.
+pub fn fault_addr(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once("fault addr 0x")?;
+    let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+    u64::from_str_radix(&hex, 16).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fault_addresses() {
+        assert_eq!(
+            fault_addr(
+                "DMAR: [DMA Write NO_PASID] Request device [00:03.0] fault addr 0x203000 \
+                 [fault reason 0x05] PTE Write access is not set"
+            ),
+            Some(0x20_3000)
+        );
+        assert_eq!(
+            fault_addr("DMAR: [DMA Write NO_PASID] fault addr 0xe00000"),
+            Some(0xe0_0000)
+        );
+        assert_eq!(fault_addr("DMAR: DRHD: handling fault status reg 2"), None);
+        assert_eq!(fault_addr("fault addr 0x"), None);
+    }
 
     #[test]
     fn record_parsing() {

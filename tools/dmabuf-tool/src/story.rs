@@ -1,8 +1,9 @@
 //! The end-to-end story, written once: `smoke` reports it as TAP, `demo`
 //! narrates it. ivshmem's BAR2 is exported as a VFIO dma-buf, mapped with
 //! iommufd into the IOAS edu is attached to, and edu DMAs into it; then the
-//! mapping is revoked and restored, and the kernel's answers to bad input are
-//! checked.
+//! mapping is revoked and restored, the kernel's answers to bad input are
+//! checked, and MAP_FILE must respect the file's write access
+//! (`story/write_access.rs`).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use crate::pci::{Bound, Sysfs, EDU, IVSHMEM, PCI_TESTDEV};
 use crate::report::{Aborted, Facts, Runner};
 use crate::sys;
 use crate::vfio::{VfioDevice, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY};
+
+mod write_access;
 
 /// Whether IOMMU_IOAS_MAP_FILE accepts a dma-buf of more than one range.
 /// Stock Linux 7.3 refuses with EOPNOTSUPP (vfio_pci_dma_buf_iommufd_map()
@@ -191,6 +194,19 @@ impl Lab {
             (t1 + t2).as_millis()
         ));
         Ok(self.staging.to_vec(0, len))
+    }
+
+    /// `dma_from` `want.len()` bytes at `iova`: they must be `want`.
+    fn expect_read(&self, iova: u64, want: &[u8], facts: &mut Facts) -> Result<()> {
+        let got = self.dma_from(iova, want.len(), facts)?;
+        facts.add(format!("read {}", hex_preview(&got, 12)));
+        match first_mismatch(&got, want) {
+            None => Ok(()),
+            Some(j) => Err(Error::msg(format!(
+                "byte {j:#x} read {:#04x}, the memory holds {:#04x}",
+                got[j], want[j]
+            ))),
+        }
     }
 }
 
@@ -528,6 +544,9 @@ fn story(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
     bad_input(r, &lab, &dmabuf);
 
     // ------------------------------------------------------------------
+    write_access::run(r, &lab);
+
+    // ------------------------------------------------------------------
     crate::rust_exporter::run(
         r,
         &lab.iommufd,
@@ -555,6 +574,24 @@ fn story(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
 /// completion (the IOMMU blocks the write, edu does not notice) and, as
 /// `fault_check`, that the IOMMU logged a DMA write fault.
 pub fn revoked_dma_faults(r: &mut Runner<'_>, edu: &Edu, iova: u64, len: u64, fault_check: &str) {
+    let dma_check =
+        format!("edu DMA to the revoked IOVA {iova:#x} completes (the IOMMU blocks it)");
+    blocked_dma_faults(r, edu, iova, len, &dma_check, fault_check, None);
+}
+
+/// `revoked_dma_faults` for any IOVA the IOMMU must not let edu write to,
+/// with the DMA's check named `dma_check`. With `fault_page`, `fault_check`
+/// also requires a fault report naming that page (QEMU may fold faults that
+/// arrive while one is pending, so any one of the new reports will do).
+pub fn blocked_dma_faults(
+    r: &mut Runner<'_>,
+    edu: &Edu,
+    iova: u64,
+    len: u64,
+    dma_check: &str,
+    fault_check: &str,
+    fault_page: Option<u64>,
+) {
     let mut watch = kmsg::Watch::open().ok();
     r.comment("expect-dmar-fault");
     kmsg::mark("expect-begin dmar-fault");
@@ -562,21 +599,30 @@ pub fn revoked_dma_faults(r: &mut Runner<'_>, edu: &Edu, iova: u64, len: u64, fa
     let faults = kmsg::wait_for_dma_write_faults(watch.as_mut(), Duration::from_secs(1));
     kmsg::mark("expect-end dmar-fault");
     r.comment("end-expect-dmar-fault");
-    r.check(
-        &format!("edu DMA to the revoked IOVA {iova:#x} completes (the IOMMU blocks it)"),
-        |f| {
-            let t = dma?;
-            f.add(format!(
-                "edu reported completion after {} ms",
-                t.as_millis()
-            ));
-            Ok(())
-        },
-    );
+    r.check(dma_check, |f| {
+        let t = dma?;
+        f.add(format!(
+            "edu reported completion after {} ms",
+            t.as_millis()
+        ));
+        Ok(())
+    });
     r.check(fault_check, |f| match (watch.is_some(), faults.first()) {
-        (_, Some(l)) => {
-            f.add(format!("kernel: {l}"));
-            Ok(())
+        (_, Some(first)) => {
+            let Some(page) = fault_page else {
+                f.add(format!("kernel: {first}"));
+                return Ok(());
+            };
+            match faults.iter().find(|l| kmsg::fault_addr(l) == Some(page)) {
+                Some(l) => {
+                    f.add(format!("kernel: {l}"));
+                    Ok(())
+                }
+                None => Err(Error::msg(format!(
+                    "no fault report names page {page:#x}; the kernel logged: {}",
+                    faults.join(" | ")
+                ))),
+            }
         }
         (false, None) => Err(Error::msg("could not read /dev/kmsg")),
         (true, None) => Err(Error::msg(
@@ -660,15 +706,7 @@ fn multi_range(r: &mut Runner<'_>, lab: &Lab, multi: Option<OwnedFd>) {
                         return Err(Error::msg("skipped: the dma-buf is not mapped"));
                     }
                     lab.bar2.write_bytes(usize_of(off), &want);
-                    let got = lab.dma_from(iova, want.len(), f)?;
-                    f.add(format!("read {}", hex_preview(&got, 12)));
-                    match first_mismatch(&got, &want) {
-                        None => Ok(()),
-                        Some(j) => Err(Error::msg(format!(
-                            "byte {j:#x} read {:#04x}, the BAR holds {:#04x}",
-                            got[j], want[j]
-                        ))),
-                    }
+                    lab.expect_read(iova, &want, f)
                 },
             );
         }
@@ -970,7 +1008,13 @@ fn bad_input(r: &mut Runner<'_>, lab: &Lab, dmabuf: &OwnedFd) {
     r.check(
         "MAP_FILE of /dev/null (not a dma-buf, not a memfd) fails with EINVAL",
         |f| {
-            let null = std::fs::File::open("/dev/null").op("open /dev/null")?;
+            // Read-write, so that only the kind of file is wrong: a writable
+            // mapping of a read-only fd fails earlier, with EACCES.
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .op("open /dev/null O_RDWR")?;
             let e = expect_errno(
                 lab.iommufd
                     .map_file(lab.ioas, null.as_fd(), 0, 4 * KIB, SPARE_IOVA),

@@ -359,13 +359,41 @@ pub fn ioctl_new_fd(fd: BorrowedFd<'_>, request: u32) -> io::Result<OwnedFd> {
 
 /// `memfd_create(name, MFD_CLOEXEC)`.
 pub fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
+    memfd_create_flags(name, 0)
+}
+
+/// `memfd_create(name, MFD_CLOEXEC | flags)` (`MFD_ALLOW_SEALING`, ...).
+pub fn memfd_create_flags(name: &CStr, flags: libc::c_uint) -> io::Result<OwnedFd> {
     // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | flags) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fcntl(fd, F_ADD_SEALS, seals)`: seal a memfd (`F_SEAL_WRITE`, ...).
+pub fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> io::Result<()> {
+    // SAFETY: `fd` is a live descriptor for the duration of the call; the
+    // argument is an integer, no pointer.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `fcntl(fd, F_GET_SEALS)`: the seals of a memfd.
+pub fn seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: `fd` is a live descriptor for the duration of the call.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
 }
 
 /// `mknod(path, S_IFCHR | 0600, makedev(major, minor))`.
