@@ -203,12 +203,22 @@ impl VfioDevice {
     /// `VFIO_DEVICE_FEATURE(GET | DMA_BUF)`: export `ranges` (offset, length)
     /// of region `region` as one dma-buf (opened O_RDWR | O_CLOEXEC).
     pub fn export_dma_buf(&self, region: u32, ranges: &[(u64, u64)]) -> Result<OwnedFd> {
+        self.export_dma_buf_with(region, ranges, libc::O_RDWR | libc::O_CLOEXEC)
+    }
+
+    /// `export_dma_buf` with the dma-buf file opened with `open_flags`
+    /// (e.g. O_RDONLY for a buffer its importers must not write).
+    pub fn export_dma_buf_with(
+        &self,
+        region: u32,
+        ranges: &[(u64, u64)],
+        open_flags: i32,
+    ) -> Result<OwnedFd> {
         let ranges: Vec<sys::VfioRegionDmaRange> = ranges
             .iter()
             .map(|&(offset, length)| sys::VfioRegionDmaRange { offset, length })
             .collect();
-        let open_flags = (libc::O_RDWR | libc::O_CLOEXEC) as u32;
-        sys::vfio_feature_dma_buf(self.as_fd(), region, open_flags, &ranges)
+        sys::vfio_feature_dma_buf(self.as_fd(), region, open_flags as u32, &ranges)
             .op("VFIO_DEVICE_FEATURE(DMA_BUF)")
     }
 
