@@ -8,6 +8,9 @@ commands:
   bind                  bind edu, ivshmem and pci-testdev to vfio-pci
   smoke                 in-guest TAP test of the stock single-range dma-buf path
   demo                  the same story, told step by step for a person
+  kvm                   in-guest TAP test of KVM_MEM_DMABUF memslots: ivshmem's
+                        BAR2 as a VFIO dma-buf behind memslots of a VM (create,
+                        delete, refusals), no vCPU run yet
   bar-exporter          in-guest TAP test of rust_dmabuf_bar_exporter: ivshmem's
                         BAR2 exported by a Rust PCI driver, revoked on unbind
   bench                 time MAP_FILE+UNMAP by range count and revoke by
@@ -25,6 +28,7 @@ commands:
 pub enum Command {
     Bind,
     Smoke,
+    Kvm,
     Demo,
     BarExporter,
     Bench,
@@ -90,6 +94,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         None | Some("help" | "-h" | "--help") => Ok(Command::Help),
         Some("bind") => no_more(Command::Bind),
         Some("smoke") => no_more(Command::Smoke),
+        Some("kvm") => no_more(Command::Kvm),
         Some("demo") => no_more(Command::Demo),
         Some("bar-exporter") => no_more(Command::BarExporter),
         Some("bench") => no_more(Command::Bench),
@@ -200,6 +205,7 @@ mod tests {
         assert_eq!(parse(&v(&["--help"])), Ok(Command::Help));
         assert_eq!(parse(&v(&["bind"])), Ok(Command::Bind));
         assert_eq!(parse(&v(&["smoke"])), Ok(Command::Smoke));
+        assert_eq!(parse(&v(&["kvm"])), Ok(Command::Kvm));
         assert_eq!(parse(&v(&["bar-exporter"])), Ok(Command::BarExporter));
         assert_eq!(parse(&v(&["demo"])), Ok(Command::Demo));
         assert_eq!(parse(&v(&["bench"])), Ok(Command::Bench));

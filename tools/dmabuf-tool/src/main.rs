@@ -11,6 +11,7 @@ mod errno;
 mod import_sample;
 mod iommufd;
 mod kmsg;
+mod kvm;
 mod mmap;
 mod pci;
 mod report;
@@ -55,6 +56,10 @@ fn main() -> ExitCode {
                  from a VFIO dma-buf.",
             );
             story::run(&mut Runner::new(&mut n))
+        }
+        Command::Kvm => {
+            let mut tap = tap::Tap::new(io::stdout());
+            kvm::run(&mut Runner::new(&mut tap))
         }
         Command::BarExporter => {
             let mut tap = tap::Tap::new(io::stdout());

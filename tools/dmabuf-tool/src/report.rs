@@ -14,6 +14,8 @@ pub trait Reporter {
     fn explain(&mut self, text: &str);
     /// One step: what it showed (`facts`) and whether it behaved as expected.
     fn step(&mut self, desc: &str, facts: &[String], outcome: std::result::Result<(), &str>);
+    /// A step that cannot be run here, and why.
+    fn skip(&mut self, desc: &str, reason: &str);
     /// A machine-readable comment line, printed as `# {line}` by every reporter.
     fn comment(&mut self, line: &str);
     /// The run cannot go on.
@@ -99,6 +101,11 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// A step that cannot be run here: reported as skipped, with `reason`.
+    pub fn skip(&mut self, desc: &str, reason: &str) {
+        self.rep.skip(desc, reason);
+    }
+
     /// `attempt` for steps without a value; returns whether it passed.
     pub fn check(&mut self, desc: &str, f: impl FnOnce(&mut Facts) -> Result<()>) -> bool {
         self.attempt(desc, f).is_some()
@@ -160,6 +167,13 @@ impl<W: Write> Reporter for Narrator<W> {
                 self.line(&format!("{lead}{l}"));
             }
         }
+    }
+
+    fn skip(&mut self, desc: &str, reason: &str) {
+        self.steps += 1;
+        let n = self.steps;
+        self.line(&format!("{n:>2}. {desc}"));
+        self.line(&format!("      (skipped: {reason})"));
     }
 
     fn comment(&mut self, line: &str) {

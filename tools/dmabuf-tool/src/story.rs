@@ -211,7 +211,7 @@ impl Lab {
 }
 
 /// Number of open descriptors of this process.
-fn open_fds() -> Result<usize> {
+pub fn open_fds() -> Result<usize> {
     Ok(std::fs::read_dir("/proc/self/fd")
         .op("read /proc/self/fd")?
         .count())

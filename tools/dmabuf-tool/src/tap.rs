@@ -78,6 +78,13 @@ impl<W: Write> Reporter for Tap<W> {
         }
     }
 
+    /// `ok N - desc # SKIP reason` (TAP 13): counted as passed.
+    fn skip(&mut self, desc: &str, reason: &str) {
+        self.n += 1;
+        let l = format!("ok {} - {} # SKIP {}", self.n, escape(desc), escape(reason));
+        self.line(&l);
+    }
+
     fn comment(&mut self, line: &str) {
         self.diag(line);
     }
@@ -151,6 +158,19 @@ mod tests {
         assert!(!ok);
         assert!(s.contains("\nBail out! no /dev/iommu\n"));
         assert!(s.ends_with("1..1\n# 1 passed, 0 failed\n"));
+    }
+
+    #[test]
+    fn skip_directive() {
+        let (s, ok) = run(|t| {
+            t.skip("no exporter # here", "none reachable");
+            t.finish()
+        });
+        assert!(ok);
+        assert_eq!(
+            s,
+            "TAP version 13\nok 1 - no exporter \\# here # SKIP none reachable\n1..1\n# 1 passed, 0 failed\n"
+        );
     }
 
     #[test]
