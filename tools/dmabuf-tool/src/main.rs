@@ -12,6 +12,7 @@ mod import_sample;
 mod iommufd;
 mod kmsg;
 mod kvm;
+mod kvm_guest;
 mod mmap;
 mod pci;
 mod report;
