@@ -56,7 +56,14 @@ fn main() -> ExitCode {
                  device's memory (ivshmem's BAR2) through an IOMMU mapping that iommufd built\n\
                  from a VFIO dma-buf.",
             );
-            story::run(&mut Runner::new(&mut n))
+            let p2p = story::run(&mut Runner::new(&mut n));
+            n.explain(
+                "KVM chapter: the same BAR, exported as a dma-buf, backs a memslot\n\
+                 (KVM_MEM_DMABUF) that no process has mapped; a tiny nested guest reads and\n\
+                 writes it, a revoke stops it with KVM_EXIT_MEMORY_FAULT, a restore resumes it.",
+            );
+            let kvm = kvm::run(&mut Runner::new(&mut n));
+            p2p && kvm
         }
         Command::Kvm => {
             let mut tap = tap::Tap::new(io::stdout());
