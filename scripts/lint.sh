@@ -82,7 +82,8 @@ compile_fail() {	# compile_fail FILE
 	dir=$(mktemp -d)
 	cp "$f" "$dir/$name.rs"
 	echo "obj-m := $name.o" > "$dir/Kbuild"
-	if "${KMAKE[@]}" -C "$KBUILD" M="$dir" modules >"$dir/log" 2>&1; then
+	"${KMAKE[@]}" -C "$KBUILD" M="$dir" modules >"$dir/log" 2>&1
+	if ! grep -q '^error' "$dir/log"; then
 		echo "$f: compiled, but must not"
 		rc=1
 	elif ! grep -qF -- "$expect" "$dir/log" ||

@@ -24,6 +24,7 @@
 use kernel::{
     dma_buf::{
         self,
+        BuiltMemory,
         DmaBuf,
         Dynamic,
         ExportAttachment,
@@ -87,11 +88,12 @@ fn alloc_pages() -> Result<KVec<Page>> {
 
 /// Describes `pages` as one chunk of CPU memory, one range per page: the pages need not be
 /// contiguous. The builder borrows them for as long as importers may use the description.
-fn describe<'a>(pages: &'a [Page], mem: &mut MemoryBuilder<'a>) -> Result {
+fn describe<'a>(pages: &'a [Page], mem: MemoryBuilder<'a>) -> Result<BuiltMemory<'a>> {
     // CAST: `NR_PAGES` is a small constant.
-    mem.alloc(1, NR_PAGES as u32, GFP_KERNEL)?;
-    mem.cpu_chunk()?;
-    pages.iter().try_for_each(|page| mem.page(page))
+    let mut draft = mem.alloc(1, NR_PAGES as u32, GFP_KERNEL)?;
+    draft.cpu_chunk()?;
+    pages.iter().try_for_each(|page| draft.page(page))?;
+    Ok(draft.build())
 }
 
 /// The contents of a pinned buffer: the little-endian 32-bit word at byte `offset` of the buffer
@@ -138,8 +140,8 @@ impl Exporter for SampleBuffer {
         &'a self,
         pages: &'a KVec<Page>,
         _attach: &ExportAttachment,
-        mem: &mut MemoryBuilder<'a>,
-    ) -> Result {
+        mem: MemoryBuilder<'a>,
+    ) -> Result<BuiltMemory<'a>> {
         describe(pages, mem)
     }
 }
@@ -162,9 +164,9 @@ impl Exporter for PinnedBuffer {
         &'a self,
         _state: &'a (),
         _attach: &ExportAttachment,
-        mem: &mut MemoryBuilder<'a>,
-    ) -> Result {
-        mem.share(&self.memory)
+        mem: MemoryBuilder<'a>,
+    ) -> Result<BuiltMemory<'a>> {
+        Ok(mem.share(&self.memory))
     }
 }
 

@@ -3,10 +3,11 @@
 //! A page behind a lock that `get_memory` drops cannot be described: it could be freed while
 //! importers use it (issue 9, item 1). Lock-protected memory is `Exporter::State`.
 //!
-//! expect: error[E0597]
+//! expect: error[E0515]
 
 use kernel::{
     dma_buf::{
+        BuiltMemory,
         Dynamic,
         ExportAttachment,
         Exporter,
@@ -33,12 +34,13 @@ impl Exporter for Locked {
         &'a self,
         _state: &'a (),
         _attach: &ExportAttachment,
-        mem: &mut MemoryBuilder<'a>,
-    ) -> Result {
+        mem: MemoryBuilder<'a>,
+    ) -> Result<BuiltMemory<'a>> {
         let page = self.page.lock();
-        mem.alloc(1, 1, GFP_KERNEL)?;
-        mem.cpu_chunk()?;
-        mem.page(&page)
+        let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+        draft.cpu_chunk()?;
+        draft.page(&page)?;
+        Ok(draft.build())
     }
 }
 

@@ -7,6 +7,7 @@
 
 use kernel::{
     dma_buf::{
+        BuiltMemory,
         ExportAttachment,
         Exporter,
         MemoryBuilder,
@@ -27,10 +28,11 @@ impl Exporter for Bar {
         &'a self,
         _state: &'a (),
         _attach: &ExportAttachment,
-        mem: &mut MemoryBuilder<'a>,
-    ) -> Result {
-        mem.alloc(1, 1, GFP_KERNEL)?;
-        mem.p2p_chunk(self.0)
+        mem: MemoryBuilder<'a>,
+    ) -> Result<BuiltMemory<'a>> {
+        let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+        draft.p2p_chunk(self.0)?;
+        Ok(draft.build())
     }
 }
 

@@ -2,10 +2,11 @@
 
 //! A page freed when `get_memory` returns cannot be described (issue 9, item 1).
 //!
-//! expect: error[E0597]
+//! expect: error[E0515]
 
 use kernel::{
     dma_buf::{
+        BuiltMemory,
         ExportAttachment,
         Exporter,
         MemoryBuilder,
@@ -26,12 +27,13 @@ impl Exporter for Temporary {
         &'a self,
         _state: &'a (),
         _attach: &ExportAttachment,
-        mem: &mut MemoryBuilder<'a>,
-    ) -> Result {
+        mem: MemoryBuilder<'a>,
+    ) -> Result<BuiltMemory<'a>> {
         let page = Page::alloc_page(GFP_KERNEL)?;
-        mem.alloc(1, 1, GFP_KERNEL)?;
-        mem.cpu_chunk()?;
-        mem.page(&page)
+        let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+        draft.cpu_chunk()?;
+        draft.page(&page)?;
+        Ok(draft.build())
     }
 }
 

@@ -6,6 +6,7 @@
 
 use kernel::{
     dma_buf::{
+        BuiltMemory,
         ExportAttachment,
         Exporter,
         MemoryBuilder,
@@ -25,11 +26,12 @@ impl Exporter for Anywhere {
         &'a self,
         _state: &'a (),
         _attach: &ExportAttachment,
-        mem: &mut MemoryBuilder<'a>,
-    ) -> Result {
-        mem.alloc(1, 1, GFP_KERNEL)?;
-        mem.cpu_chunk()?;
-        mem.range(0x1000_0000, 0x1000)
+        mem: MemoryBuilder<'a>,
+    ) -> Result<BuiltMemory<'a>> {
+        let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+        draft.cpu_chunk()?;
+        draft.range(0x1000_0000, 0x1000)?;
+        Ok(draft.build())
     }
 }
 

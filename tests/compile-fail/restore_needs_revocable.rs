@@ -6,6 +6,7 @@
 
 use kernel::{
     dma_buf::{
+        BuiltMemory,
         ExportAttachment,
         Exporter,
         MemoryBuilder,
@@ -26,11 +27,12 @@ impl Exporter for Fixed {
         &'a self,
         _state: &'a (),
         _attach: &ExportAttachment,
-        mem: &mut MemoryBuilder<'a>,
-    ) -> Result {
-        mem.alloc(1, 1, GFP_KERNEL)?;
-        mem.cpu_chunk()?;
-        mem.page(&self.0)
+        mem: MemoryBuilder<'a>,
+    ) -> Result<BuiltMemory<'a>> {
+        let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+        draft.cpu_chunk()?;
+        draft.page(&self.0)?;
+        Ok(draft.build())
     }
 }
 

@@ -28,6 +28,7 @@ mod tests {
         dma_buf::{
             self,
             Attachment,
+            BuiltMemory,
             ChunkKind,
             DeviceExports,
             DmaBuf,
@@ -38,6 +39,7 @@ mod tests {
             Importer,
             MemoryBuilder,
             MemoryDesc,
+            MemoryDraft,
             MemoryModel,
             Model,
             ModelSet,
@@ -119,8 +121,6 @@ mod tests {
     struct Tracker {
         /// Descriptions built once, as a [`SharedMemory`].
         builds: Atomic<u32>,
-        /// Changes to a shared description that the builder refused.
-        refused: Atomic<u32>,
         gets: Atomic<u32>,
         puts: Atomic<u32>,
         attaches: Atomic<u32>,
@@ -133,7 +133,6 @@ mod tests {
             Ok(Arc::new(
                 Tracker {
                     builds: Atomic::new(0),
-                    refused: Atomic::new(0),
                     gets: Atomic::new(0),
                     puts: Atomic::new(0),
                     attaches: Atomic::new(0),
@@ -206,20 +205,20 @@ mod tests {
             &'a self,
             pages: &'a KVec<Page>,
             _attach: &ExportAttachment,
-            mem: &mut MemoryBuilder<'a>,
-        ) -> Result {
+            mem: MemoryBuilder<'a>,
+        ) -> Result<BuiltMemory<'a>> {
             let (shared, private) = pages.split_at(if K::PRIVATE { 3 } else { 4 });
 
-            mem.alloc(2, 4, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            shared.iter().try_for_each(|page| mem.page(page))?;
+            let mut draft = mem.alloc(2, 4, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            shared.iter().try_for_each(|page| draft.page(page))?;
             if K::PRIVATE {
-                mem.private_cpu_chunk()?;
-                private.iter().try_for_each(|page| mem.page(page))?;
+                draft.private_cpu_chunk()?;
+                private.iter().try_for_each(|page| draft.page(page))?;
             }
 
             self.tracker.gets.add(1, Relaxed);
-            Ok(())
+            Ok(draft.build())
         }
 
         fn put_memory(&self, _attach: &ExportAttachment) {
@@ -259,7 +258,7 @@ mod tests {
     }
 
     /// A builder script.
-    type Script = for<'a> fn(&mut MemoryBuilder<'a>) -> Result;
+    type Script = for<'a> fn(MemoryBuilder<'a>) -> Result<BuiltMemory<'a>>;
 
     /// An exporter that runs `script` on the builder and reports its result to the importer
     /// unchanged; `seen` keeps the errno, to tell the builder's errors from the core's.
@@ -277,11 +276,11 @@ mod tests {
             &'a self,
             _state: &'a (),
             _attach: &ExportAttachment,
-            mem: &mut MemoryBuilder<'a>,
-        ) -> Result {
+            mem: MemoryBuilder<'a>,
+        ) -> Result<BuiltMemory<'a>> {
             let res = (self.script)(mem);
-            self.seen
-                .store(res.err().map_or(0, |err| err.to_errno()), Relaxed);
+            let errno = res.as_ref().err().map_or(0, |err| err.to_errno());
+            self.seen.store(errno, Relaxed);
             res
         }
     }
@@ -295,35 +294,31 @@ mod tests {
     }
 
     /// Describes `len` bytes at `paddr`, which the builder or the core refuses.
-    fn refused_range(mem: &mut MemoryBuilder<'_>, paddr: PhysAddr, len: usize) -> Result {
+    fn refused_range(draft: &mut MemoryDraft<'_>, paddr: PhysAddr, len: usize) -> Result {
         // SAFETY: Every caller's description is refused, by the builder or the core, before any
         // importer sees it.
-        unsafe { mem.range(paddr, len) }
+        unsafe { draft.range(paddr, len) }
     }
 
     /// Builds a description of four new pages once, as a [`SharedMemory`] that owns them, and
     /// counts the build in `tracker`.
-    ///
-    /// There is room for one more chunk and one more range: only the builder's refusal keeps a
-    /// tampering [`Sharing`] from adding them to the shared description.
     fn build_shared(tracker: &Tracker) -> Result<(SharedMemory<KVec<Page>>, [usize; MOCK_PAGES])> {
         let MockPages { pages, ptrs } = mock_pages()?;
         let shared = SharedMemory::new(pages, |pages, mem| {
             tracker.builds.add(1, Relaxed);
-            mem.alloc(2, MOCK_PAGES as u32 + 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            pages.iter().try_for_each(|page| mem.page(page))
+            let mut draft = mem.alloc(1, MOCK_PAGES as u32, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            pages.iter().try_for_each(|page| draft.page(page))?;
+            Ok(draft.build())
         })?;
         Ok((shared, ptrs))
     }
 
     /// A mock exporter of kind `K` that shares one description with every importer; a dynamic
-    /// one replaces it when it moves.
+    /// one replaces it when it moves. (It cannot change the shared description: see
+    /// `tests/compile-fail/shared_description_is_read_only.rs`.)
     struct Sharing<K: Kind> {
         tracker: Arc<Tracker>,
-        /// Whether `get_memory` tries to change the description after sharing it, counting each
-        /// refusal in `tracker`.
-        tamper: bool,
         _kind: PhantomData<K>,
     }
 
@@ -336,25 +331,10 @@ mod tests {
             &'a self,
             memory: &'a SharedMemory<KVec<Page>>,
             _attach: &ExportAttachment,
-            mem: &mut MemoryBuilder<'a>,
-        ) -> Result {
-            mem.share(memory)?;
+            mem: MemoryBuilder<'a>,
+        ) -> Result<BuiltMemory<'a>> {
             self.tracker.gets.add(1, Relaxed);
-
-            if self.tamper {
-                let tries = [
-                    mem.alloc(1, 1, GFP_KERNEL),
-                    mem.cpu_chunk(),
-                    refused_range(mem, BOGUS, PAGE_SIZE),
-                    mem.share(memory),
-                ];
-                for res in tries {
-                    if res == Err(EBUSY) {
-                        self.tracker.refused.add(1, Relaxed);
-                    }
-                }
-            }
-            Ok(())
+            Ok(mem.share(memory))
         }
 
         fn put_memory(&self, _attach: &ExportAttachment) {
@@ -371,12 +351,10 @@ mod tests {
     /// Exports a buffer from a sharing mock exporter of kind `K`.
     fn export_sharing<K: Kind>(
         tracker: &Arc<Tracker>,
-        tamper: bool,
     ) -> Result<(Exported<Sharing<K>>, [usize; MOCK_PAGES])> {
         let (memory, ptrs) = build_shared(tracker)?;
         let sharing = Sharing::<K> {
             tracker: tracker.clone(),
-            tamper,
             _kind: PhantomData,
         };
         Ok((dma_buf::export(sharing, memory, MOCK_SIZE, O_RDWR)?, ptrs))
@@ -396,9 +374,9 @@ mod tests {
             &'a self,
             _state: &'a (),
             _attach: &ExportAttachment,
-            mem: &mut MemoryBuilder<'a>,
-        ) -> Result {
-            mem.share(&self.memory)
+            mem: MemoryBuilder<'a>,
+        ) -> Result<BuiltMemory<'a>> {
+            Ok(mem.share(&self.memory))
         }
     }
 
@@ -590,9 +568,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-addr")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            refused_range(mem, BOGUS + PAGE / 2, MOCK_SIZE)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, BOGUS + PAGE / 2, MOCK_SIZE)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -605,9 +584,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-len")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            refused_range(mem, BOGUS, PAGE_SIZE / 2)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, BOGUS, PAGE_SIZE / 2)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -620,9 +600,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-zero")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            refused_range(mem, BOGUS, 0)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, BOGUS, 0)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -635,9 +616,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-wrap")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            refused_range(mem, PhysAddr::MAX - PAGE + 1, 2 * PAGE_SIZE)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, PhysAddr::MAX - PAGE + 1, 2 * PAGE_SIZE)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -650,10 +632,11 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-ranges")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            refused_range(mem, BOGUS, PAGE_SIZE)?;
-            refused_range(mem, BOGUS + PAGE, PAGE_SIZE)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, BOGUS, PAGE_SIZE)?;
+            refused_range(&mut draft, BOGUS + PAGE, PAGE_SIZE)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -666,10 +649,11 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-chunks")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 2, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            refused_range(mem, BOGUS, PAGE_SIZE)?;
-            mem.cpu_chunk()
+            let mut draft = mem.alloc(1, 2, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, BOGUS, PAGE_SIZE)?;
+            draft.cpu_chunk()?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -682,8 +666,9 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-nochunk")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            refused_range(mem, BOGUS, MOCK_SIZE)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            refused_range(&mut draft, BOGUS, MOCK_SIZE)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -695,24 +680,26 @@ mod tests {
     fn builder_refuses_bad_limits() -> Result {
         let reg = faux_device(c"dmabuf-kapi-limits")?;
         let dev = device(&reg);
-        let exported = export_scripted(|mem| {
-            // Each refusal must leave the builder usable; the script fails only if one does not.
-            let refused = [
-                mem.alloc(0, 1, GFP_KERNEL),
-                mem.alloc(MemoryBuilder::MAX_CHUNKS + 1, 1, GFP_KERNEL),
-                mem.alloc(1, 0, GFP_KERNEL),
-                mem.alloc(1, MemoryBuilder::MAX_RANGES + 1, GFP_KERNEL),
-            ];
-            if refused.iter().any(|res| *res != Err(EINVAL)) {
-                return Err(EFAULT);
-            }
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.alloc(1, 1, GFP_KERNEL)
-        })?;
-        let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
-
-        // A second allocation is refused; the first one is freed with the builder.
-        assert!(builder_fails_with(&exported, &attachment, EBUSY));
+        let scripts: [Script; 4] = [
+            |mem| Ok(mem.alloc(0, 1, GFP_KERNEL)?.build()),
+            |mem| {
+                Ok(mem
+                    .alloc(MemoryBuilder::MAX_CHUNKS + 1, 1, GFP_KERNEL)?
+                    .build())
+            },
+            |mem| Ok(mem.alloc(1, 0, GFP_KERNEL)?.build()),
+            |mem| {
+                Ok(mem
+                    .alloc(1, MemoryBuilder::MAX_RANGES + 1, GFP_KERNEL)?
+                    .build())
+            },
+        ];
+        // A second allocation, or one after sharing, does not compile: `alloc` takes the builder.
+        for script in scripts {
+            let exported = export_scripted(script)?;
+            let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
+            assert!(builder_fails_with(&exported, &attachment, EINVAL));
+        }
         Ok(())
     }
 
@@ -721,9 +708,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-oversize")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            refused_range(mem, BOGUS, MOCK_SIZE + PAGE_SIZE)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, BOGUS, MOCK_SIZE + PAGE_SIZE)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -968,7 +956,7 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-shared")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let (exported, ptrs) = export_sharing::<Pinned>(&tracker, false)?;
+        let (exported, ptrs) = export_sharing::<Pinned>(&tracker)?;
         let first = attach::<AcceptsPinned>(exported.dma_buf(), dev)?;
         let second = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -1006,42 +994,20 @@ mod tests {
     }
 
     #[test]
-    fn builder_holding_shared_memory_refuses_changes() -> Result {
-        let reg = faux_device(c"dmabuf-kapi-shared-ro")?;
-        let dev = device(&reg);
-        let tracker = Tracker::new()?;
-        let (exported, ptrs) = export_sharing::<Revocable>(&tracker, true)?;
-        let attachment = attach::<AcceptsRevocable>(exported.dma_buf(), dev)?;
-
-        // Every get tampers, and is refused each time.
-        for round in 1..=2 {
-            let guard = exported.dma_buf().lock();
-            let mem = attachment.get_memory(&guard)?;
-
-            // alloc, cpu_chunk, range and a second share were each refused.
-            assert_eq!(tracker.refused.load(Relaxed), 4 * round);
-            assert_eq!(mem.chunks().len(), 1);
-            assert!(is_pages(&mem, &ptrs));
-        }
-        assert_eq!(tracker.builds.load(Relaxed), 1);
-        Ok(())
-    }
-
-    #[test]
     fn shared_memory_new_checks_and_seals() -> Result {
         let tracker = Tracker::new()?;
         let (shared, _) = build_shared(&tracker)?;
 
-        assert_eq!(SharedMemory::new((), |(), _| Ok(())).err(), Some(EINVAL));
         // The builder's error is returned as is.
         assert_eq!(
-            SharedMemory::new((), |(), mem| mem.alloc(1, 0, GFP_KERNEL)).err(),
+            SharedMemory::new((), |(), mem| Ok(mem.alloc(1, 0, GFP_KERNEL)?.build())).err(),
             Some(EINVAL)
         );
         assert_eq!(
             SharedMemory::new((), |(), mem| {
-                mem.alloc(1, 1, GFP_KERNEL)?;
-                refused_range(mem, BOGUS, PAGE_SIZE)
+                let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+                refused_range(&mut draft, BOGUS, PAGE_SIZE)?;
+                Ok(draft.build())
             })
             .err(),
             Some(EINVAL)
@@ -1050,14 +1016,15 @@ mod tests {
         // `SharedMemory::new`, not of an importer's get.
         assert_eq!(
             SharedMemory::new((), |(), mem| {
-                mem.alloc(1, 1, GFP_KERNEL)?;
-                mem.cpu_chunk()
+                let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+                draft.cpu_chunk()?;
+                Ok(draft.build())
             })
             .err(),
             Some(EINVAL)
         );
         // Sharing a sealed description that the owner holds is another reference to it.
-        let again = SharedMemory::new(shared, |shared, mem| mem.share(shared))?;
+        let again = SharedMemory::new(shared, |shared, mem| Ok(mem.share(shared)))?;
         drop(again);
         assert_eq!(tracker.builds.load(Relaxed), 1);
         Ok(())
@@ -1096,7 +1063,7 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-shared-move")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let (exported, ptrs) = export_sharing::<Dynamic>(&tracker, false)?;
+        let (exported, ptrs) = export_sharing::<Dynamic>(&tracker)?;
         let attachment = attach::<AcceptsDynamic>(exported.dma_buf(), dev)?;
 
         let old = {

@@ -128,7 +128,8 @@ impl Drop for Unbind {
 /// ```
 /// # use kernel::{device::{Bound, Device}, faux, page::{Page, PAGE_SIZE}, prelude::*};
 /// # use kernel::sync::Arc;
-/// use kernel::dma_buf::{DeviceExports, ExportAttachment, Exporter, MemoryBuilder, Revocable};
+/// use kernel::dma_buf::{BuiltMemory, DeviceExports, ExportAttachment, Exporter};
+/// use kernel::dma_buf::{MemoryBuilder, Revocable};
 ///
 /// struct OnePage(Page);
 ///
@@ -141,11 +142,12 @@ impl Drop for Unbind {
 ///         &'a self,
 ///         _state: &'a (),
 ///         _attach: &ExportAttachment,
-///         mem: &mut MemoryBuilder<'a>,
-///     ) -> Result {
-///         mem.alloc(1, 1, GFP_KERNEL)?;
-///         mem.cpu_chunk()?;
-///         mem.page(&self.0)
+///         mem: MemoryBuilder<'a>,
+///     ) -> Result<BuiltMemory<'a>> {
+///         let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+///         draft.cpu_chunk()?;
+///         draft.page(&self.0)?;
+///         Ok(draft.build())
 ///     }
 /// }
 ///
@@ -257,6 +259,7 @@ mod p2p {
             Device, //
         },
         dma_buf::{
+            BuiltMemory,
             ExportAttachment,
             Exported,
             Exporter,
@@ -361,26 +364,13 @@ mod p2p {
                 }
                 size = size.checked_add(len).ok_or(EINVAL)?;
             }
-            let nr_ranges = u32::try_from(ranges.len())?;
 
-            let describe = |mem: &mut MemoryBuilder<'_>| -> Result {
-                // SAFETY: `make` runs with the group locked and the device bound, so by the type
-                // invariant the provider is valid; the description only reaches importers while
-                // the buffer is not revoked, and the unbind revokes it, for good, before the
-                // provider is freed.
-                let provider = unsafe { P2pProvider::from_raw(self.provider.0.as_ptr()) };
-                mem.alloc(1, nr_ranges, GFP_KERNEL)?;
-                mem.p2p_chunk(provider)?;
-                ranges.iter().try_for_each(|&(off, len)| {
-                    // SAFETY: The range is inside the BAR (checked above), MMIO of the chunk's
-                    // provider, valid for as long as the provider, as above.
-                    unsafe { mem.range(self.start + off, len) }
-                })
-            };
             let make = || {
                 // SAFETY: `describe` only describes the BAR's MMIO, valid while importers may
-                // get the description (see above).
-                let memory = unsafe { SharedMemory::new_unchecked((), describe) }?;
+                // get the description: `make` runs with the group locked and the device bound,
+                // and the unbind revokes the buffer, for good, before the provider is freed.
+                let memory =
+                    unsafe { SharedMemory::new_unchecked((), |mem| self.describe(ranges, mem)) }?;
                 let buffer = P2pBuffer {
                     memory,
                     _module: PhantomData,
@@ -389,6 +379,33 @@ mod p2p {
             };
             self.exports
                 .export_with::<P2pBuffer<M>, core::convert::Infallible, _>(make, size, flags)
+        }
+    }
+
+    impl P2pBar {
+        /// Describes `ranges`, checked to be inside the BAR, as one chunk of PCI MMIO.
+        ///
+        /// # Safety
+        ///
+        /// The device must be bound, and the group locked, while this runs; the description
+        /// must only reach importers while the buffer is not revoked.
+        unsafe fn describe<'x>(
+            &self,
+            ranges: &[(u64, usize)],
+            mem: MemoryBuilder<'x>,
+        ) -> Result<BuiltMemory<'x>> {
+            // SAFETY: By the safety requirements the device is bound, so by the type invariant
+            // the provider is valid, and it stays valid for as long as importers can get the
+            // description: the unbind revokes the buffer, for good, before the provider is freed.
+            let provider = unsafe { P2pProvider::from_raw(self.provider.0.as_ptr()) };
+            let mut draft = mem.alloc(1, u32::try_from(ranges.len())?, GFP_KERNEL)?;
+            draft.p2p_chunk(provider)?;
+            for &(off, len) in ranges {
+                // SAFETY: The range is inside the BAR (checked by the caller), MMIO of the
+                // chunk's provider, valid for as long as the provider, as above.
+                unsafe { draft.range(self.start + off, len) }?;
+            }
+            Ok(draft.build())
         }
     }
 
@@ -411,13 +428,13 @@ mod p2p {
             &'a self,
             _state: &'a (),
             attach: &ExportAttachment,
-            mem: &mut MemoryBuilder<'a>,
-        ) -> Result {
+            mem: MemoryBuilder<'a>,
+        ) -> Result<BuiltMemory<'a>> {
             // PCI MMIO has no `struct page`s: only peer-to-peer importers can use it.
             if !attach.peer2peer() {
                 return Err(EOPNOTSUPP);
             }
-            mem.share(&self.memory)
+            Ok(mem.share(&self.memory))
         }
     }
 }

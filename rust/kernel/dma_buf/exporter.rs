@@ -6,6 +6,7 @@
 
 use super::{
     bound::Registry,
+    BuiltMemory,
     DmaBuf,
     Dynamic,
     MemoryBuilder,
@@ -75,14 +76,15 @@ pub trait Exporter: Sized + Send + Sync + 'static {
 
     /// Describes the memory of the buffer for the importer of `attach` (`get_memory`).
     ///
-    /// Called with the reservation lock held. What `mem` references must be borrowed for `'a`
-    /// from `self` or `state`, which outlive every importer's use of the description.
+    /// Called with the reservation lock held. What `mem` describes must be borrowed for `'a`
+    /// from `self` or `state`, which outlive every importer's use of the description; the
+    /// [`BuiltMemory`] returned proves that a description was built or shared.
     fn get_memory<'a>(
         &'a self,
         state: &'a Self::State,
         attach: &ExportAttachment,
-        mem: &mut MemoryBuilder<'a>,
-    ) -> Result;
+        mem: MemoryBuilder<'a>,
+    ) -> Result<BuiltMemory<'a>>;
 
     /// Called with the reservation lock held when a description is put (`put_memory`).
     fn put_memory(&self, _attach: &ExportAttachment) {
@@ -195,7 +197,7 @@ impl<T: Exporter> ExporterVTable<T> {
         unsafe { <Pin<KBox<ExportData<T>>> as ForeignOwnable>::borrow((*buf).priv_) }.get_ref()
     }
 
-    /// Describes the memory for `attach` into `builder`.
+    /// Describes the memory for `attach`.
     ///
     /// # Safety
     ///
@@ -203,8 +205,7 @@ impl<T: Exporter> ExporterVTable<T> {
     /// been created by [`export_in`] for `T`.
     unsafe fn describe<'a>(
         attach: &'a ExportAttachment,
-        builder: &mut MemoryBuilder<'a>,
-    ) -> Result<&'a ExportData<T>> {
+    ) -> Result<(BuiltMemory<'a>, &'a ExportData<T>)> {
         // SAFETY: The buffer of an attachment is not released while the attachment exists.
         let inner = unsafe { Self::data(attach.dma_buf().as_raw()) };
 
@@ -217,8 +218,8 @@ impl<T: Exporter> ExporterVTable<T> {
         // importer was invalidated, when by the C contract no importer uses a range anymore.
         let state = unsafe { &*inner.state.get() };
 
-        inner.data.get_memory(state, attach, builder)?;
-        Ok(inner)
+        let built = inner.data.get_memory(state, attach, MemoryBuilder::new())?;
+        Ok((built, inner))
     }
 
     /// # Safety
@@ -267,14 +268,12 @@ impl<T: Exporter> ExporterVTable<T> {
         // SAFETY: `attach` is valid for the duration of the callback.
         let attach = unsafe { ExportAttachment::from_raw(attach) };
 
-        // On error, dropping the builder frees whatever was built, or drops the shared reference.
-        let mut builder = MemoryBuilder::new();
         // SAFETY: By the safety requirements the lock is held and the buffer is `T`'s.
-        match unsafe { Self::describe(attach, &mut builder) }.and_then(|_| builder.take()) {
-            Ok(desc) => {
-                // SAFETY: `mem` is valid for writes; the core owns the builder's reference to the
+        match unsafe { Self::describe(attach) } {
+            Ok((built, _)) => {
+                // SAFETY: `mem` is valid for writes; the core owns the reference to the
                 // description from now on.
-                unsafe { *mem = desc.as_ptr() };
+                unsafe { *mem = built.into_raw().as_ptr() };
                 0
             }
             Err(err) => err.to_errno(),
@@ -322,16 +321,14 @@ impl<T: Exporter> ExporterVTable<T> {
             return Err(ENODEV);
         }
 
-        let mut builder = MemoryBuilder::new();
         // SAFETY: By the safety requirements the lock is held and the buffer is `T`'s.
-        let inner = unsafe { Self::describe(attach, &mut builder) }?;
-        let mem = builder.built()?;
+        let (built, inner) = unsafe { Self::describe(attach) }?;
 
-        // SAFETY: `attach` is valid, its reservation lock is held, and `builder` holds a
-        // reference to `mem`, which `dma_buf_memory_map()` only seals (if no one else references
-        // it yet) and reads.
+        // SAFETY: `attach` is valid, its reservation lock is held, and `built` holds a reference
+        // to the description, which `dma_buf_memory_map()` only seals (if no one else references
+        // it yet) and reads. `built` drops the reference afterwards: the table does not use it.
         let sgt = from_err_ptr(unsafe {
-            bindings::dma_buf_memory_map(attach.as_raw(), mem.as_ptr(), dir)
+            bindings::dma_buf_memory_map(attach.as_raw(), built.as_ptr(), dir)
         })
         .and_then(|sgt| NonNull::new(sgt).ok_or(ENOMEM));
 
@@ -578,8 +575,8 @@ impl<T: Exporter<Model = Revocable>> Exported<T> {
     /// ```
     /// # use kernel::{device::{Bound, Device}, faux, page::{Page, PAGE_SIZE}, prelude::*};
     /// # use kernel::sync::{atomic::{Atomic, Relaxed}, Arc};
-    /// use kernel::dma_buf::{self, ExportAttachment, Exporter, Importer, MemoryBuilder};
-    /// use kernel::dma_buf::{MemoryDesc, ModelSet, Revocable};
+    /// use kernel::dma_buf::{self, BuiltMemory, ExportAttachment, Exporter, Importer};
+    /// use kernel::dma_buf::{MemoryBuilder, MemoryDesc, ModelSet, Revocable};
     ///
     /// struct OnePage {
     ///     page: Page,
@@ -594,11 +591,12 @@ impl<T: Exporter<Model = Revocable>> Exported<T> {
     ///         &'a self,
     ///         _state: &'a (),
     ///         _attach: &ExportAttachment,
-    ///         mem: &mut MemoryBuilder<'a>,
-    ///     ) -> Result {
-    ///         mem.alloc(1, 1, GFP_KERNEL)?;
-    ///         mem.cpu_chunk()?;
-    ///         mem.page(&self.page)
+    ///         mem: MemoryBuilder<'a>,
+    ///     ) -> Result<BuiltMemory<'a>> {
+    ///         let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+    ///         draft.cpu_chunk()?;
+    ///         draft.page(&self.page)?;
+    ///         Ok(draft.build())
     ///     }
     /// }
     ///
@@ -673,7 +671,7 @@ impl<T: Exporter<Model = Dynamic>> Exported<T> {
     /// ```
     /// # use kernel::{device::{Bound, Device}, faux, page::{Page, PAGE_SIZE}, prelude::*};
     /// # use kernel::sync::Arc;
-    /// use kernel::dma_buf::{self, Dynamic, ExportAttachment, Exporter, Importer};
+    /// use kernel::dma_buf::{self, BuiltMemory, Dynamic, ExportAttachment, Exporter, Importer};
     /// use kernel::dma_buf::{MemoryBuilder, MemoryDesc, ModelSet};
     ///
     /// struct Migrating;
@@ -688,11 +686,12 @@ impl<T: Exporter<Model = Dynamic>> Exported<T> {
     ///         &'a self,
     ///         page: &'a Page,
     ///         _attach: &ExportAttachment,
-    ///         mem: &mut MemoryBuilder<'a>,
-    ///     ) -> Result {
-    ///         mem.alloc(1, 1, GFP_KERNEL)?;
-    ///         mem.cpu_chunk()?;
-    ///         mem.page(page)
+    ///         mem: MemoryBuilder<'a>,
+    ///     ) -> Result<BuiltMemory<'a>> {
+    ///         let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+    ///         draft.cpu_chunk()?;
+    ///         draft.page(page)?;
+    ///         Ok(draft.build())
     ///     }
     /// }
     ///

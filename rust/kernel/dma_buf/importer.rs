@@ -116,7 +116,7 @@ impl DmaBuf {
     /// ```
     /// # use kernel::{device::{Bound, Device}, faux, page::{Page, PAGE_SIZE}, prelude::*};
     /// # use kernel::sync::Arc;
-    /// use kernel::dma_buf::{self, Dynamic, ExportAttachment, Exporter, Importer};
+    /// use kernel::dma_buf::{self, BuiltMemory, Dynamic, ExportAttachment, Exporter, Importer};
     /// use kernel::dma_buf::{MemoryBuilder, MemoryDesc, Model, ModelSet};
     ///
     /// struct Movable;
@@ -130,11 +130,12 @@ impl DmaBuf {
     ///         &'a self,
     ///         page: &'a Page,
     ///         _attach: &ExportAttachment,
-    ///         mem: &mut MemoryBuilder<'a>,
-    ///     ) -> Result {
-    ///         mem.alloc(1, 1, GFP_KERNEL)?;
-    ///         mem.cpu_chunk()?;
-    ///         mem.page(page)
+    ///         mem: MemoryBuilder<'a>,
+    ///     ) -> Result<BuiltMemory<'a>> {
+    ///         let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+    ///         draft.cpu_chunk()?;
+    ///         draft.page(page)?;
+    ///         Ok(draft.build())
     ///     }
     /// }
     ///
@@ -319,7 +320,7 @@ impl<T: Importer> Attachment<T> {
     /// ```
     /// # use kernel::{device::{Bound, Device}, faux, page::{Page, PAGE_SIZE}, prelude::*};
     /// # use kernel::sync::Arc;
-    /// use kernel::dma_buf::{self, ChunkKind, ExportAttachment, Exporter, Importer};
+    /// use kernel::dma_buf::{self, BuiltMemory, ChunkKind, ExportAttachment, Exporter, Importer};
     /// use kernel::dma_buf::{MemoryBuilder, MemoryDesc, ModelSet, Pinned};
     ///
     /// // Exports two pages, in two ranges of one chunk.
@@ -334,11 +335,12 @@ impl<T: Importer> Attachment<T> {
     ///         &'a self,
     ///         _state: &'a (),
     ///         _attach: &ExportAttachment,
-    ///         mem: &mut MemoryBuilder<'a>,
-    ///     ) -> Result {
-    ///         mem.alloc(1, 2, GFP_KERNEL)?;
-    ///         mem.cpu_chunk()?;
-    ///         self.0.iter().try_for_each(|page| mem.page(page))
+    ///         mem: MemoryBuilder<'a>,
+    ///     ) -> Result<BuiltMemory<'a>> {
+    ///         let mut draft = mem.alloc(1, 2, GFP_KERNEL)?;
+    ///         draft.cpu_chunk()?;
+    ///         self.0.iter().try_for_each(|page| draft.page(page))?;
+    ///         Ok(draft.build())
     ///     }
     /// }
     ///

@@ -216,7 +216,7 @@ fn page_of<'a>(paddr: PhysAddr) -> Option<BorrowedPage<'a>> {
     // SAFETY: The page is ordinary memory of a CPU chunk, which the exporter keeps for as long
     // as the description that the caller borrows for `'a` (`Exporter::get_memory` describes
     // pages it borrows from its state for as long as importers use the description, or promises
-    // as much with `MemoryBuilder::range`).
+    // as much with `MemoryDraft::range`).
     Some(unsafe { BorrowedPage::from_raw(page) })
 }
 
@@ -340,25 +340,18 @@ impl Drop for Memory<'_> {
     }
 }
 
-/// Builds the memory description an exporter returns from [`Exporter::get_memory`], with the
-/// C builder (`dma_buf_memory_alloc()`, `dma_buf_memory_add_chunk()`,
-/// `dma_buf_memory_add_range()`), whose errors its methods return.
+/// What [`Exporter::get_memory`] gets to describe the memory with: it either allocates a
+/// [`MemoryDraft`] and builds it, or shares a [`SharedMemory`]. Either way it returns the
+/// [`BuiltMemory`] that proves it described something; a second allocation, or a change to a
+/// shared description, cannot be written.
 ///
-/// Whatever it describes must stay valid for `'a`, the borrow of the exporter state it was
-/// handed with: [`MemoryBuilder::page`] and [`MemoryBuilder::share`] take what they describe
+/// Whatever is described must stay valid for `'a`, the borrow of the exporter state the builder
+/// was handed with: [`MemoryDraft::page`] and [`MemoryBuilder::share`] take what they describe
 /// borrowed for `'a`, so safe code can only describe memory the exporter state owns. Describing
-/// an arbitrary address, [`MemoryBuilder::range`], is `unsafe`.
+/// an arbitrary address, [`MemoryDraft::range`], is `unsafe`.
 ///
 /// [`Exporter::get_memory`]: super::Exporter::get_memory
-///
-/// # Invariants
-///
-/// - `mem` is either null or a `struct dma_buf_memory` of which the builder owns one reference:
-///   one the builder allocated with `dma_buf_memory_alloc()`, which no one else references, or
-///   the sealed description of a [`SharedMemory`], which the C builder refuses to change.
-/// - Every range of `mem` is memory that stays valid for `'a`.
 pub struct MemoryBuilder<'a> {
-    mem: *mut bindings::dma_buf_memory,
     // Invariant in `'a`: a builder cannot be passed off as one of a shorter or longer borrow.
     _p: PhantomData<fn(&'a ()) -> &'a ()>,
 }
@@ -371,21 +364,15 @@ impl<'a> MemoryBuilder<'a> {
     pub const MAX_RANGES: u32 = bindings::DMA_BUF_MEMORY_MAX_RANGES;
 
     pub(super) fn new() -> Self {
-        // INVARIANT: `mem` is null.
-        Self {
-            mem: ptr::null_mut(),
-            _p: PhantomData,
-        }
+        Self { _p: PhantomData }
     }
 
-    /// Allocates room for `max_chunks` chunks and `max_ranges` ranges in all chunks together.
+    /// Allocates a description of at most `max_chunks` chunks and `max_ranges` ranges in all
+    /// chunks together (`dma_buf_memory_alloc()`).
     ///
     /// Fails with [`EINVAL`] for a limit of zero or above [`MemoryBuilder::MAX_CHUNKS`] or
-    /// [`MemoryBuilder::MAX_RANGES`], [`EBUSY`] if the builder holds a description already.
-    pub fn alloc(&mut self, max_chunks: u32, max_ranges: u32, flags: Flags) -> Result {
-        if !self.mem.is_null() {
-            return Err(EBUSY);
-        }
+    /// [`MemoryBuilder::MAX_RANGES`].
+    pub fn alloc(self, max_chunks: u32, max_ranges: u32, flags: Flags) -> Result<MemoryDraft<'a>> {
         if !(1..=Self::MAX_CHUNKS).contains(&max_chunks)
             || !(1..=Self::MAX_RANGES).contains(&max_ranges)
         {
@@ -394,30 +381,58 @@ impl<'a> MemoryBuilder<'a> {
 
         // SAFETY: `dma_buf_memory_alloc()` has no preconditions; it returns NULL on failure.
         let mem = unsafe { bindings::dma_buf_memory_alloc(max_chunks, max_ranges, flags.as_raw()) };
-        if mem.is_null() {
-            return Err(ENOMEM);
-        }
 
-        // INVARIANT: `mem` was just allocated, with the one reference the builder now owns, and
-        // was null before, so nothing leaks; it has no ranges yet.
-        self.mem = mem;
-        Ok(())
+        // INVARIANT: `mem` was just allocated, with the one reference the draft now owns; it has
+        // no ranges yet.
+        Ok(MemoryDraft {
+            mem: NonNull::new(mem).ok_or(ENOMEM)?,
+            _p: PhantomData,
+        })
     }
 
+    /// Answers with the description of `shared`, borrowed for `'a`, instead of building one
+    /// (`dma_buf_memory_share()`).
+    pub fn share<O: Send + Sync>(self, shared: &'a SharedMemory<O>) -> BuiltMemory<'a> {
+        // SAFETY: By the type invariants of `SharedMemory` its description is valid while
+        // `shared` holds its reference, and sealed. It returns its argument.
+        unsafe { bindings::dma_buf_memory_share(shared.mem.as_ptr()) };
+
+        // INVARIANT: We own the reference that `dma_buf_memory_share()` took, to the sealed
+        // description of a `SharedMemory`, whose memory `shared` keeps valid while it is
+        // borrowed, for `'a`.
+        BuiltMemory {
+            mem: shared.mem,
+            _p: PhantomData,
+        }
+    }
+}
+
+/// A description being built: chunks and their ranges, in buffer order.
+///
+/// Every method returns the error of the C builder; dropping the draft frees it.
+///
+/// # Invariants
+///
+/// - `mem` is a `struct dma_buf_memory` from `dma_buf_memory_alloc()` of which the draft owns
+///   the only reference.
+/// - Every range of `mem` is memory that stays valid for `'a`.
+pub struct MemoryDraft<'a> {
+    mem: NonNull<bindings::dma_buf_memory>,
+    _p: PhantomData<fn(&'a ()) -> &'a ()>,
+}
+
+impl<'a> MemoryDraft<'a> {
     fn add_chunk(
         &mut self,
         provider: *mut bindings::p2pdma_provider,
         kind: bindings::dma_buf_chunk_kind,
         flags: u32,
     ) -> Result {
-        if self.mem.is_null() {
-            return Err(EINVAL);
-        }
-
-        // SAFETY: By the type invariant `mem` is a valid description the builder holds a reference
-        // to: its own, or a sealed one, which the C builder refuses with `EBUSY` without writing
-        // to it. The C builder checks `provider`, `kind` and `flags` against each other.
-        to_result(unsafe { bindings::dma_buf_memory_add_chunk(self.mem, provider, kind, flags) })
+        // SAFETY: By the type invariant `mem` is a valid description only the draft references.
+        // The C builder checks `provider`, `kind` and `flags` against each other.
+        to_result(unsafe {
+            bindings::dma_buf_memory_add_chunk(self.mem.as_ptr(), provider, kind, flags)
+        })
     }
 
     /// Starts a chunk of CPU memory.
@@ -453,8 +468,7 @@ impl<'a> MemoryBuilder<'a> {
     /// Adds `len` bytes at `paddr` to the last chunk.
     ///
     /// Fails with [`EINVAL`] if there is no chunk yet or the range is empty, not page aligned or
-    /// wraps around, with [`ENOSPC`] if there is no room left, and with [`EBUSY`] if a
-    /// [`SharedMemory`] was shared.
+    /// wraps around, and with [`ENOSPC`] if there is no room left.
     ///
     /// # Safety
     ///
@@ -463,15 +477,9 @@ impl<'a> MemoryBuilder<'a> {
     /// kind of the chunk: RAM with `struct page`s that the exporter owns for a CPU chunk, MMIO
     /// of the chunk's provider for PCI MMIO.
     pub unsafe fn range(&mut self, paddr: PhysAddr, len: usize) -> Result {
-        if self.mem.is_null() {
-            return Err(EINVAL);
-        }
-
         // INVARIANT: By the safety requirements the range stays valid for `'a`.
-        // SAFETY: By the type invariant `mem` is a valid description the builder holds a reference
-        // to: its own, or a sealed one, which the C builder refuses with `EBUSY` without writing
-        // to it.
-        to_result(unsafe { bindings::dma_buf_memory_add_range(self.mem, paddr, len) })
+        // SAFETY: By the type invariant `mem` is a valid description only the draft references.
+        to_result(unsafe { bindings::dma_buf_memory_add_range(self.mem.as_ptr(), paddr, len) })
     }
 
     /// Adds the memory of `page`, borrowed for `'a`, to the last chunk.
@@ -484,48 +492,60 @@ impl<'a> MemoryBuilder<'a> {
         unsafe { self.range(paddr, PAGE_SIZE) }
     }
 
-    /// Answers with the description of `shared`, borrowed for `'a`, instead of building one
-    /// (`dma_buf_memory_share()`).
-    ///
-    /// Afterwards the builder refuses to change it: [`MemoryBuilder::alloc`], the chunk methods
-    /// and [`MemoryBuilder::range`] fail with [`EBUSY`]. Fails with [`EBUSY`] if the builder
-    /// already holds a description.
-    pub fn share<O: Send + Sync>(&mut self, shared: &'a SharedMemory<O>) -> Result {
-        if !self.mem.is_null() {
-            return Err(EBUSY);
+    /// Finishes the description. The core checks it before any importer sees it.
+    pub fn build(self) -> BuiltMemory<'a> {
+        let mem = self.mem;
+        core::mem::forget(self);
+
+        // INVARIANT: The draft's reference, to a description of memory valid for `'a`, is the
+        // built description's now.
+        BuiltMemory {
+            mem,
+            _p: PhantomData,
         }
-
-        // INVARIANT: The builder owns the reference that `dma_buf_memory_share()` takes, to the
-        // sealed description of a `SharedMemory`, whose memory `shared` keeps valid while it is
-        // borrowed, for `'a`.
-        // SAFETY: By the type invariants of `SharedMemory` its description is valid while
-        // `shared` holds its reference, and sealed.
-        self.mem = unsafe { bindings::dma_buf_memory_share(shared.mem.as_ptr()) };
-        Ok(())
-    }
-
-    /// Returns the description built or shared, still owned by the builder, or fails with
-    /// [`EINVAL`] if there is none.
-    pub(super) fn built(&self) -> Result<NonNull<bindings::dma_buf_memory>> {
-        NonNull::new(self.mem).ok_or(EINVAL)
-    }
-
-    /// Takes the reference to the description out of the builder, or fails with [`EINVAL`] if
-    /// there is none.
-    pub(super) fn take(&mut self) -> Result<NonNull<bindings::dma_buf_memory>> {
-        let mem = NonNull::new(self.mem).ok_or(EINVAL)?;
-
-        // INVARIANT: The caller owns the reference now.
-        self.mem = ptr::null_mut();
-        Ok(mem)
     }
 }
 
-impl Drop for MemoryBuilder<'_> {
+impl Drop for MemoryDraft<'_> {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant `mem` is null or a description of which the builder owns
-        // a reference; `dma_buf_memory_free()` accepts both, and drops the reference.
-        unsafe { bindings::dma_buf_memory_free(self.mem) };
+        // SAFETY: By the type invariant the draft owns a reference to `mem`.
+        unsafe { bindings::dma_buf_memory_free(self.mem.as_ptr()) };
+    }
+}
+
+/// A description that [`MemoryDraft::build`] built or [`MemoryBuilder::share`] shared: what
+/// [`Exporter::get_memory`] returns. It has no method that changes it.
+///
+/// [`Exporter::get_memory`]: super::Exporter::get_memory
+///
+/// # Invariants
+///
+/// `mem` is a `struct dma_buf_memory` of which `self` owns one reference: one that no one else
+/// references, or a sealed one, which no one writes to. What it describes stays valid for `'a`.
+#[must_use = "the description is freed when dropped"]
+pub struct BuiltMemory<'a> {
+    mem: NonNull<bindings::dma_buf_memory>,
+    _p: PhantomData<fn(&'a ()) -> &'a ()>,
+}
+
+impl BuiltMemory<'_> {
+    /// Returns the description, still owned by `self`.
+    pub(super) fn as_ptr(&self) -> *mut bindings::dma_buf_memory {
+        self.mem.as_ptr()
+    }
+
+    /// Hands the reference to the description to the caller.
+    pub(super) fn into_raw(self) -> NonNull<bindings::dma_buf_memory> {
+        let mem = self.mem;
+        core::mem::forget(self);
+        mem
+    }
+}
+
+impl Drop for BuiltMemory<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `self` owns a reference to `mem`.
+        unsafe { bindings::dma_buf_memory_free(self.mem.as_ptr()) };
     }
 }
 
@@ -542,7 +562,7 @@ impl Drop for MemoryBuilder<'_> {
 ///
 /// - `mem` is a sealed `struct dma_buf_memory` from `dma_buf_memory_alloc()`, of which `self`
 ///   owns one reference. Nothing writes to it: it is sealed, and the only builders that reference
-///   it hold it through [`MemoryBuilder::share`] and refuse to change it.
+///   it hold it as a [`BuiltMemory`], which has no method that changes it.
 /// - The memory it describes stays valid while `owner` does.
 ///
 /// # Examples
@@ -550,8 +570,8 @@ impl Drop for MemoryBuilder<'_> {
 /// ```
 /// # use kernel::{device::{Bound, Device}, faux, page::{Page, PAGE_SIZE}, prelude::*};
 /// # use kernel::sync::Arc;
-/// use kernel::dma_buf::{self, ExportAttachment, Exporter, Importer, MemoryBuilder};
-/// use kernel::dma_buf::{MemoryDesc, ModelSet, Pinned, SharedMemory};
+/// use kernel::dma_buf::{self, BuiltMemory, ExportAttachment, Exporter, Importer};
+/// use kernel::dma_buf::{MemoryBuilder, MemoryDesc, ModelSet, Pinned, SharedMemory};
 ///
 /// // Describes its page once, and shares the description with every importer.
 /// struct OnePage(SharedMemory<Page>);
@@ -565,9 +585,9 @@ impl Drop for MemoryBuilder<'_> {
 ///         &'a self,
 ///         _state: &'a (),
 ///         _attach: &ExportAttachment,
-///         mem: &mut MemoryBuilder<'a>,
-///     ) -> Result {
-///         mem.share(&self.0)
+///         mem: MemoryBuilder<'a>,
+///     ) -> Result<BuiltMemory<'a>> {
+///         Ok(mem.share(&self.0))
 ///     }
 /// }
 ///
@@ -584,9 +604,10 @@ impl Drop for MemoryBuilder<'_> {
 /// # let fdev: &faux::Device<Bound> = reg.as_ref();
 /// # let dev: &Device<Bound> = fdev.as_ref();
 /// let memory = SharedMemory::new(Page::alloc_page(GFP_KERNEL)?, |page, mem| {
-///     mem.alloc(1, 1, GFP_KERNEL)?;
-///     mem.cpu_chunk()?;
-///     mem.page(page)
+///     let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+///     draft.cpu_chunk()?;
+///     draft.page(page)?;
+///     Ok(draft.build())
 /// })?;
 /// let exported = dma_buf::export(OnePage(memory), (), PAGE_SIZE, 0)?;
 /// let buf = exported.dma_buf();
@@ -619,24 +640,19 @@ impl<O: Send + Sync> SharedMemory<O> {
     /// Takes `owner`, builds a description of memory it owns with `build` and seals it.
     ///
     /// `build` fills the [`MemoryBuilder`] as [`Exporter::get_memory`] does; its error is
-    /// returned. Fails with [`EINVAL`] if `build` allocated nothing or the description breaks a
+    /// returned. Fails with [`EINVAL`] if the description breaks a
     /// rule of the core; `build` may also share a [`SharedMemory`] that `owner` holds.
     ///
     /// [`Exporter::get_memory`]: super::Exporter::get_memory
     pub fn new(
         owner: O,
-        build: impl for<'b> FnOnce(&'b O, &mut MemoryBuilder<'b>) -> Result,
+        build: impl for<'b> FnOnce(&'b O, MemoryBuilder<'b>) -> Result<BuiltMemory<'b>>,
     ) -> Result<Self> {
         let owner = KBox::pin(owner, GFP_KERNEL)?;
 
-        // The builder borrows `owner` for as long as `build` runs; what it describes, `owner`
-        // keeps valid until `self` is dropped, since it is pinned in its box.
-        // What the builder describes is borrowed from `owner`, which `Self` keeps.
-        let mem = {
-            let mut builder = MemoryBuilder::new();
-            build(owner.as_ref().get_ref(), &mut builder)?;
-            builder.take()?
-        };
+        // What the builder describes is borrowed from `owner`, which `Self` keeps, pinned in its
+        // box, until after it dropped its reference to the description.
+        let mem = build(owner.as_ref().get_ref(), MemoryBuilder::new())?.into_raw();
         Self::seal(owner, mem)
     }
 
@@ -648,12 +664,10 @@ impl<O: Send + Sync> SharedMemory<O> {
     /// What `build` describes must stay valid for as long as importers may use the description.
     pub(super) unsafe fn new_unchecked<'x>(
         owner: O,
-        build: impl FnOnce(&mut MemoryBuilder<'x>) -> Result,
+        build: impl FnOnce(MemoryBuilder<'x>) -> Result<BuiltMemory<'x>>,
     ) -> Result<Self> {
         let owner = KBox::pin(owner, GFP_KERNEL)?;
-        let mut builder = MemoryBuilder::new();
-        build(&mut builder)?;
-        let mem = builder.take()?;
+        let mem = build(MemoryBuilder::new())?.into_raw();
         Self::seal(owner, mem)
     }
 

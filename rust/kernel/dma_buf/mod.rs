@@ -12,7 +12,8 @@
 //!   in it are plain numbers ([`PhysVec`] is `Copy`): what keeps them valid after the lock is
 //!   dropped is the importer's contract, not the borrow; importers that keep them use
 //!   [`Attachment::keep_memory`] and get the kept description back in [`Importer::invalidate`].
-//! - Exporters implement [`Exporter`] and create a buffer with [`export()`], or with a
+//! - Exporters implement [`Exporter`], whose `get_memory` returns the [`BuiltMemory`] of the
+//!   [`MemoryBuilder`] it is given, and create a buffer with [`export()`], or with a
 //!   [`DeviceExports`] when the memory belongs to a bound device (see [`P2pBar`] for PCI BARs).
 //!   The memory model is a type ([`Pinned`], [`Revocable`], [`Dynamic`]): only revocable exports
 //!   have [`Exported::revoke`], only dynamic ones [`Exported::move_memory`].
@@ -70,11 +71,13 @@ pub use importer::{
     Importer, //
 };
 pub use memory::{
+    BuiltMemory,
     Chunk,
     ChunkKind,
     Memory,
     MemoryBuilder,
     MemoryDesc,
+    MemoryDraft,
     P2pProvider,
     PhysVec,
     SharedMemory, //
