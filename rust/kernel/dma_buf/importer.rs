@@ -43,7 +43,9 @@ use core::{
 /// for a buffer whose model is not in [`Importer::MODELS`] or that may hold private memory when
 /// [`Importer::ALLOW_PRIVATE`] is not set. An [`Attachment`] holds a reference on the module that
 /// implements the importer, so the exporter never calls [`Importer::invalidate`] in unloaded
-/// code, even if the attachment is leaked.
+/// code, even if the attachment is leaked. Like a dma-buf for its exporter's module, it keeps the
+/// module from being unloaded: drop attachments with the files or devices that use them, not in
+/// the module's exit.
 #[vtable]
 pub trait Importer: Send + Sync + 'static {
     /// The memory models the importer can handle. Must not be empty.
