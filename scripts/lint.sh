@@ -58,7 +58,8 @@ kdoc() {
 }
 check "kernel-doc -Wall: no new warning in the files the series adds or changes" kernel-doc.log kdoc
 
-rust_files=$(cd "$TOP" && ls rust/kernel/dma_buf/*.rs src/*.rs tests/kunit/*.rs samples/rust/*.rs)
+rust_files=$(cd "$TOP" && ls rust/kernel/dma_buf/*.rs src/*.rs tests/kunit/*.rs tests/compile-fail/*.rs \
+	samples/rust/*.rs)
 check "rustfmt (kernel .rustfmt.toml): kernel::dma_buf, the module, its tests, the Rust samples" \
 	rustfmt.log sh -c "cd '$TOP' && rustfmt --check --edition 2021 --config-path '$TREE/.rustfmt.toml' $(echo $rust_files)"
 # rustfmt leaves comments alone: the kernel's 100-column limit for them too.
@@ -73,6 +74,34 @@ clippy_module() {
 	return 0
 }
 check "the out-of-tree modules build with CLIPPY=1 and no warning" clippy-module.log clippy_module
+# What safe code must not be able to write: each file of tests/compile-fail/ is a module that
+# must fail to build with exactly one error, the one its `//! expect:` line names.
+compile_fail() {	# compile_fail FILE
+	local f=$1 name dir expect rc=0
+	name=$(basename "$f" .rs)
+	expect=$(sed -n 's|^//! expect: ||p' "$f")
+	[ -n "$expect" ] || { echo "$f: no '//! expect:' line"; return 1; }
+	cpu_lock
+	dir=$(mktemp -d)
+	cp "$f" "$dir/$name.rs"
+	echo "obj-m := $name.o" > "$dir/Kbuild"
+	"${KMAKE[@]}" -C "$KBUILD" M="$dir" modules >"$dir/log" 2>&1
+	if ! grep -q '^error' "$dir/log"; then
+		echo "$f: compiled, but must not"
+		rc=1
+	elif ! grep -qF -- "$expect" "$dir/log" ||
+		! grep -q 'aborting due to 1 previous error' "$dir/log"; then
+		echo "$f: expected exactly one error, $expect"
+		rc=1
+	fi
+	cat "$dir/log"
+	rm -rf "$dir"
+	return $rc
+}
+for f in "$TOP"/tests/compile-fail/*.rs; do
+	check "compile-fail: $(sed -n '3s|^//! ||p' "$f")" "compile-fail-$(basename "$f" .rs).log" \
+		compile_fail "$f"
+done
 check "kernel::dma_buf: no compiler or clippy warning in the last kernel build" kernel-warnings.log \
 	sh -c "! grep -B2 -A8 -E '^(warning|error)' '$KBUILD/build.log' | grep -A10 -B2 'dma_buf\|dma-buf'"
 check "cargo fmt --check (host crates)" cargo-fmt.log sh -c "cd '$TOP' && cargo fmt --all --check"

@@ -3,8 +3,8 @@
 //! Rust dma-buf exporter sample: a few pages of system memory that can move, or that never do.
 //!
 //! Every open of `/dev/rust_dmabuf_exporter` exports a new dma-buf of [`NR_PAGES`] zeroed pages
-//! through [`kernel::dma_buf`], with [`Model::Dynamic`]: the exporter may replace the pages, and
-//! importers must follow. Two ioctls act on the buffer of the open file:
+//! through [`kernel::dma_buf`], with the [`Dynamic`] model: the exporter may replace the pages,
+//! and importers must follow. Two ioctls act on the buffer of the open file:
 //!
 //! - `RUST_DMABUF_EXPORT` returns a new file descriptor of the buffer, for an importer such as
 //!   `samples/rust/rust_dmabuf_importer.rs` or the C sample in `samples/c/`;
@@ -13,8 +13,8 @@
 //!
 //! The buffer lives as long as the open file or any of its dma-buf file descriptors.
 //!
-//! A third ioctl, `RUST_DMABUF_EXPORT_PINNED`, exports another buffer of [`NR_PAGES`] pages, with
-//! [`Model::Pinned`]: its pages hold [`pattern`] and never change, so importers that cannot follow
+//! A third ioctl, `RUST_DMABUF_EXPORT_PINNED`, exports another buffer of [`NR_PAGES`] pages,
+//! [`Pinned`]: its pages hold [`pattern`] and never change, so importers that cannot follow
 //! a move can use it too, such as iommufd, whose `IOMMU_IOAS_MAP_FILE` maps it for device DMA.
 //! Importers that call `dma_buf_map_attachment()` get a scatter-gather table of the same pages,
 //! mapped for their device ([`Exporter::MAP_DMA_BUF`]). Since the pages never change, the buffer
@@ -24,18 +24,23 @@
 use kernel::{
     dma_buf::{
         self,
+        BuiltMemory,
         DmaBuf,
+        Dynamic,
         ExportAttachment,
         Exported,
         Exporter,
         MemoryBuilder,
-        Model,
+        Pinned,
         SharedMemory, //
     },
     fs::{
-        file::flags::{
-            O_CLOEXEC,
-            O_RDWR, //
+        file::{
+            flags::{
+                O_CLOEXEC,
+                O_RDWR, //
+            },
+            FileDescriptorReservation, //
         },
         File, //
     },
@@ -45,13 +50,12 @@ use kernel::{
         MiscDeviceOptions,
         MiscDeviceRegistration, //
     },
-    new_mutex,
     page::{
         Page,
         PAGE_SIZE, //
     },
     prelude::*,
-    sync::Mutex, //
+    sync::aref::ARef, //
 };
 
 /// Size of each buffer, in pages.
@@ -83,12 +87,13 @@ fn alloc_pages() -> Result<KVec<Page>> {
 }
 
 /// Describes `pages` as one chunk of CPU memory, one range per page: the pages need not be
-/// contiguous.
-fn describe(pages: &[Page], mem: &mut MemoryBuilder) -> Result {
+/// contiguous. The builder borrows them for as long as importers may use the description.
+fn describe<'a>(pages: &'a [Page], mem: MemoryBuilder<'a>) -> Result<BuiltMemory<'a>> {
     // CAST: `NR_PAGES` is a small constant.
-    mem.alloc(1, NR_PAGES as u32, GFP_KERNEL)?;
-    mem.cpu_chunk()?;
-    pages.iter().try_for_each(|page| mem.page(page))
+    let mut draft = mem.alloc(1, NR_PAGES as u32, GFP_KERNEL)?;
+    draft.cpu_chunk()?;
+    pages.iter().try_for_each(|page| draft.page(page))?;
+    Ok(draft.build())
 }
 
 /// The contents of a pinned buffer: the little-endian 32-bit word at byte `offset` of the buffer
@@ -114,68 +119,71 @@ fn fill_pattern(page: &Page, base: usize) -> Result {
     Ok(())
 }
 
-/// The exporter's state of one buffer: the pages that currently hold it.
-#[pin_data]
-struct SampleBuffer {
-    #[pin]
-    pages: Mutex<KVec<Page>>,
+/// Installs `buf` as a new file descriptor (`O_CLOEXEC`) of the current task.
+fn install(buf: ARef<DmaBuf>) -> Result<isize> {
+    let reservation = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
+    let fd = isize::try_from(reservation.reserved_fd())?;
+    reservation.fd_install(DmaBuf::into_file(buf));
+    Ok(fd)
 }
+
+/// The exporter of a buffer whose pages may move.
+struct SampleBuffer;
 
 #[vtable]
 impl Exporter for SampleBuffer {
-    const MODEL: Model = Model::Dynamic;
+    type Model = Dynamic;
+    // The pages that hold the buffer now, protected by the reservation lock.
+    type State = KVec<Page>;
 
-    // Called with the reservation lock held, which `Exported::move_memory` also holds: the pages
-    // cannot change between here and the importer's use of the description.
-    fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-        describe(&self.pages.lock(), mem)
+    fn get_memory<'a>(
+        &'a self,
+        pages: &'a KVec<Page>,
+        _attach: &ExportAttachment,
+        mem: MemoryBuilder<'a>,
+    ) -> Result<BuiltMemory<'a>> {
+        describe(pages, mem)
     }
 }
 
-/// The exporter's state of a pinned buffer: pages that are its own until it is released, and
-/// their description, built once.
-#[pin_data]
+/// The exporter of a pinned buffer: its pages, and their description, built once.
 struct PinnedBuffer {
-    /// Only described: freed when the buffer is released, when no importer uses them anymore.
-    _pages: KVec<Page>,
-    memory: SharedMemory,
+    memory: SharedMemory<KVec<Page>>,
 }
 
 #[vtable]
 impl Exporter for PinnedBuffer {
     // Importers may map the pages once and keep them: nothing ever invalidates them.
-    const MODEL: Model = Model::Pinned;
-    // So importers that want a DMA-mapped scatter-gather table can have one too, built from the
-    // description below. The dynamic buffer does not offer one: it frees its old pages after a
-    // move without waiting for tables to be unmapped.
+    type Model = Pinned;
+    type State = ();
+    // So importers that want a DMA-mapped scatter-gather table can have one too.
     const MAP_DMA_BUF: bool = true;
 
     // Every importer, and every scatter-gather table, is served from the same description.
-    fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-        mem.share(&self.memory)
+    fn get_memory<'a>(
+        &'a self,
+        _state: &'a (),
+        _attach: &ExportAttachment,
+        mem: MemoryBuilder<'a>,
+    ) -> Result<BuiltMemory<'a>> {
+        Ok(mem.share(&self.memory))
     }
 }
 
 /// Exports a new pinned buffer, its pages filled with [`pattern`], and returns its only file
 /// descriptor.
-fn export_pinned() -> Result<u32> {
+fn export_pinned() -> Result<isize> {
     let pages = alloc_pages()?;
     for (i, page) in pages.iter().enumerate() {
         fill_pattern(page, i * PAGE_SIZE)?;
     }
-    let memory = SharedMemory::new(|mem| describe(&pages, mem))?;
-    let exported = dma_buf::export(
-        pin_init!(PinnedBuffer {
-            _pages: pages,
-            memory
-        }),
-        NR_PAGES * PAGE_SIZE,
-        O_RDWR,
-    )?;
+    // The description owns the pages: they are freed with it, with the buffer.
+    let memory = SharedMemory::new(pages, |pages, mem| describe(pages, mem))?;
+    let exported = dma_buf::export(PinnedBuffer { memory }, (), NR_PAGES * PAGE_SIZE, O_RDWR)?;
 
     let buf = exported.dma_buf();
     pr_info!("exported {} bytes, model {:?}\n", buf.size(), buf.model());
-    DmaBuf::into_fd(exported.into_dma_buf(), O_CLOEXEC)
+    install(exported.into_dma_buf())
 }
 
 /// An open `/dev/rust_dmabuf_exporter`, with its buffer.
@@ -192,7 +200,7 @@ impl SampleFile {
         // pages. A real exporter would copy the contents; these pages only ever hold zeros.
         let old = self
             .exported
-            .move_memory(|buf| core::mem::replace(&mut *buf.pages.lock(), new));
+            .move_memory(|pages| core::mem::replace(pages, new));
 
         // No importer uses the old pages anymore: free them.
         drop(old);
@@ -207,10 +215,7 @@ impl MiscDevice for SampleFile {
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
         let pages = alloc_pages()?;
-        let buffer = pin_init!(SampleBuffer {
-            pages <- new_mutex!(pages),
-        });
-        let exported = dma_buf::export(buffer, NR_PAGES * PAGE_SIZE, O_RDWR)?;
+        let exported = dma_buf::export(SampleBuffer, pages, NR_PAGES * PAGE_SIZE, O_RDWR)?;
 
         let buf = exported.dma_buf();
         pr_info!("exported {} bytes, model {:?}\n", buf.size(), buf.model());
@@ -219,13 +224,10 @@ impl MiscDevice for SampleFile {
 
     fn ioctl(me: &SampleFile, _file: &File, cmd: u32, _arg: usize) -> Result<isize> {
         match cmd {
-            RUST_DMABUF_EXPORT => {
-                // The new file descriptor holds its own reference to the buffer.
-                let fd = DmaBuf::into_fd(me.exported.clone().into_dma_buf(), O_CLOEXEC)?;
-                Ok(isize::try_from(fd)?)
-            }
+            // The new file descriptor holds its own reference to the buffer.
+            RUST_DMABUF_EXPORT => install(me.exported.clone().into_dma_buf()),
             RUST_DMABUF_MIGRATE => me.migrate().map(|()| 0),
-            RUST_DMABUF_EXPORT_PINNED => Ok(isize::try_from(export_pinned()?)?),
+            RUST_DMABUF_EXPORT_PINNED => export_pinned(),
             _ => Err(ENOTTY),
         }
     }

@@ -6,7 +6,7 @@
 //! `RUST_DMABUF_IMPORT` ioctl, whose argument is the descriptor itself. The sample attaches to the
 //! buffer through [`kernel::dma_buf`], gets its physical memory under the reservation lock, logs
 //! every chunk and range, and lets go of everything before the ioctl returns. A real importer
-//! (an IOMMU or second stage MMU) would map the ranges with [`Attachment::map_memory`] instead,
+//! (an IOMMU or second stage MMU) would map the ranges with [`Attachment::keep_memory`] instead,
 //! keep them until it is invalidated, and then unmap them.
 //!
 //! Physical addresses are for the administrator's eyes only: the device node is root's (misc
@@ -15,13 +15,15 @@
 //! This is the Rust counterpart of the C sample in `samples/c/`; any exporter with a
 //! `get_memory` callback will do, such as `samples/rust/rust_dmabuf_exporter.rs`.
 //!
-//! [`Attachment::map_memory`]: kernel::dma_buf::Attachment::map_memory
+//! [`Attachment::keep_memory`]: kernel::dma_buf::Attachment::keep_memory
 
 use kernel::{
     device::Device,
     dma_buf::{
+        ChunkKind,
         DmaBuf,
         Importer,
+        MemoryDesc,
         ModelSet, //
     },
     fs::File,
@@ -39,7 +41,7 @@ use kernel::{
 };
 
 /// Describes, in the kernel log, the dma-buf whose file descriptor is the argument.
-const RUST_DMABUF_IMPORT: u32 = _IO(0xDB, 0x30);
+const RUST_DMABUF_IMPORT: u32 = _IO(0xDB, 0x40);
 
 module! {
     type: RustDmabufImporter,
@@ -54,13 +56,14 @@ module! {
 /// It does not allow private memory, so exporters of memory the CPU cannot access refuse it.
 struct Logger;
 
+#[vtable]
 impl Importer for Logger {
     const MODELS: ModelSet = ModelSet::ALL;
     const ALLOW_P2P: bool = true;
 
     // Called with the reservation lock held when the exporter revokes or moves the memory. The
     // sample only holds memory while it holds the lock itself, so it never has any to unmap.
-    fn invalidate(&self) {
+    fn invalidate(&self, _kept: Option<&MemoryDesc>) {
         pr_info!("invalidated, nothing to unmap\n");
     }
 }
@@ -72,7 +75,7 @@ fn describe(dev: &Device, fd: u32) -> Result {
     // Fails with EOPNOTSUPP, before the exporter hears of us, if we cannot handle the buffer.
     let attachment = buf.attach(dev, Arc::new(Logger, GFP_KERNEL)?)?;
 
-    // The memory borrows the lock guard: the addresses cannot be used once it is released.
+    // The memory borrows the lock guard: the description is put before the lock is released.
     let guard = buf.lock_interruptible()?;
     // ENODEV if the exporter revoked the buffer, EINVAL if it described broken memory.
     let mem = attachment.get_memory(&guard)?;
@@ -85,18 +88,13 @@ fn describe(dev: &Device, fd: u32) -> Result {
     );
     for (i, chunk) in mem.chunks().iter().enumerate() {
         // P2P MMIO chunks name the PCI device whose BAR holds them.
-        match chunk.provider() {
-            Some(provider) => pr_info!(
-                "chunk {i}: {:?} of {}, {} ranges\n",
-                chunk.kind(),
+        match chunk.kind() {
+            ChunkKind::P2pMmio(provider) => pr_info!(
+                "chunk {i}: P2pMmio of {}, {} ranges\n",
                 provider.owner().name(),
                 chunk.ranges().len()
             ),
-            None => pr_info!(
-                "chunk {i}: {:?}, {} ranges\n",
-                chunk.kind(),
-                chunk.ranges().len()
-            ),
+            ChunkKind::Cpu => pr_info!("chunk {i}: Cpu, {} ranges\n", chunk.ranges().len()),
         }
         for range in chunk.ranges() {
             pr_info!("  {:#x} + {:#x}\n", range.paddr, range.len);

@@ -2,20 +2,17 @@
 
 //! KUnit tests for `dma_buf_get_memory()` through the Rust abstraction, `kernel::dma_buf`.
 //!
-//! The same behaviours as the C suite `dma_buf_memory` (drivers/dma-buf/dma-buf-memory-test.c),
-//! reached the way a Rust driver reaches them: mock exporters written against
-//! [`Exporter`], one per memory model, and mock importers written against [`Importer`] that count
-//! their invalidations, attached from a faux device.
+//! The behaviours of the C suite `dma_buf_memory` (drivers/dma-buf/dma-buf-memory-test.c),
+//! reached the way a Rust driver reaches them: mock exporters written against [`Exporter`], one
+//! per memory model, describing real pages that cover the whole buffer, and mock importers
+//! written against [`Importer`] that count their invalidations, attached from a faux device.
+//! Then what safe code must not be able to do: restore a buffer whose device is gone, keep a
+//! list of dead buffers, or unload an importer's module under an attachment.
 //!
-//! The mock exporters describe fake, page-aligned physical addresses that nobody accesses, so
-//! that a test can check exactly what the importer gets; [`PageBacked`] describes real pages
-//! from [`Page::alloc_page`].
-//!
-//! Not testable here: an exporter with [`Model::None`] does not compile (`export()` refuses it
-//! with a `const_assert!`), and a C exporter without `get_memory` cannot be created from Rust;
-//! the C suite covers the latter. Nor are the scatter-gather tables of [`Exporter::MAP_DMA_BUF`]:
-//! the Rust importer cannot call `dma_buf_map_attachment()` and a faux device has no DMA mask;
-//! the C suite maps the same descriptions with `dma_buf_memory_map()`.
+//! What does not compile is tested by `tests/compile-fail/` (describing an arbitrary address
+//! without `unsafe`, a page that does not outlive the description, revoking a pinned buffer).
+//! The scatter-gather tables of [`Exporter::MAP_DMA_BUF`] are the C suite's: a faux device has
+//! no DMA mask.
 //!
 //! Included from the module's crate root; `#[kunit_tests]` compiles the suite only when
 //! `CONFIG_KUNIT=y`, and KUnit runs it when the module is loaded.
@@ -31,24 +28,29 @@ mod tests {
         dma_buf::{
             self,
             Attachment,
+            BuiltMemory,
             ChunkKind,
+            DeviceExports,
             DmaBuf,
+            Dynamic,
             ExportAttachment,
             Exported,
             Exporter,
             Importer,
             MemoryBuilder,
             MemoryDesc,
+            MemoryDraft,
+            MemoryModel,
             Model,
             ModelSet,
             PhysVec,
-            ResvGuard,
+            Pinned,
+            Revocable,
             SharedMemory, //
         },
         faux,
         fs::file::flags::O_RDWR,
         io::PhysAddr,
-        new_mutex,
         page::{
             Page,
             PAGE_SIZE, //
@@ -61,8 +63,7 @@ mod tests {
                 Relaxed,
                 Release, //
             },
-            Arc,
-            Mutex, //
+            Arc, //
         },
         time::{
             delay::fsleep,
@@ -72,38 +73,54 @@ mod tests {
 
     const PAGE: PhysAddr = PAGE_SIZE as PhysAddr;
 
-    /// Size of the mock buffers: eight pages.
-    const MOCK_SIZE: usize = 8 * PAGE_SIZE;
+    /// Pages of the mock buffers.
+    const MOCK_PAGES: usize = 4;
 
-    /// Where the first range of a mock exporter starts, until it moves.
-    const MOCK_BASE: PhysAddr = 0x1000_0000;
+    /// Size of the mock buffers.
+    const MOCK_SIZE: usize = MOCK_PAGES * PAGE_SIZE;
 
-    /// Where the private chunk of a private mock exporter is.
-    const MOCK_PRIVATE_BASE: PhysAddr = 0x2000_0000;
+    /// A page-aligned address that the builder or the core refuses before any importer sees it.
+    const BOGUS: PhysAddr = 0x1000_0000;
 
-    /// How far [`Exported::move_memory`] moves a dynamic mock exporter.
-    const MOCK_MOVE: PhysAddr = 0x10_0000;
+    /// The pages of a mock buffer, and their `struct page` pointers, to compare with what an
+    /// importer gets.
+    struct MockPages {
+        pages: KVec<Page>,
+        ptrs: [usize; MOCK_PAGES],
+    }
 
-    /// The ranges of a mock exporter at `base`: two pages at `base`, two pages further on.
-    fn mock_ranges(base: PhysAddr) -> [PhysVec; 2] {
-        [
-            PhysVec {
-                paddr: base,
-                len: 2 * PAGE_SIZE,
-            },
-            PhysVec {
-                paddr: base + 4 * PAGE,
-                len: 2 * PAGE_SIZE,
-            },
-        ]
+    fn mock_pages() -> Result<MockPages> {
+        let mut pages = KVec::with_capacity(MOCK_PAGES, GFP_KERNEL)?;
+        let mut ptrs = [0; MOCK_PAGES];
+        for ptr in &mut ptrs {
+            let page = Page::alloc_page(GFP_KERNEL)?;
+            *ptr = page.as_ptr() as usize;
+            pages.push(page, GFP_KERNEL)?;
+        }
+        Ok(MockPages { pages, ptrs })
+    }
+
+    /// Returns whether the CPU chunks of `desc`, in order, are exactly the pages `ptrs`.
+    fn is_pages(desc: &MemoryDesc, ptrs: &[usize]) -> bool {
+        let mut n = 0;
+        for chunk in desc.chunks() {
+            let Ok(pages) = chunk.pages() else {
+                return false;
+            };
+            for page in pages {
+                match page {
+                    Ok(page) if n < ptrs.len() && page.as_ptr() as usize == ptrs[n] => n += 1,
+                    _ => return false,
+                }
+            }
+        }
+        n == ptrs.len()
     }
 
     /// What a mock exporter saw, kept by the test beyond the life of the buffer.
     struct Tracker {
         /// Descriptions built once, as a [`SharedMemory`].
         builds: Atomic<u32>,
-        /// Changes to a shared description that the builder refused.
-        refused: Atomic<u32>,
         gets: Atomic<u32>,
         puts: Atomic<u32>,
         attaches: Atomic<u32>,
@@ -116,7 +133,6 @@ mod tests {
             Ok(Arc::new(
                 Tracker {
                     builds: Atomic::new(0),
-                    refused: Atomic::new(0),
                     gets: Atomic::new(0),
                     puts: Atomic::new(0),
                     attaches: Atomic::new(0),
@@ -125,6 +141,11 @@ mod tests {
                 },
                 GFP_KERNEL,
             )?)
+        }
+
+        /// Descriptions got and not put yet, as the exporter counts them.
+        fn outstanding(&self) -> u32 {
+            self.gets.load(Relaxed) - self.puts.load(Relaxed)
         }
 
         /// Waits up to a second for the buffer to be released.
@@ -144,60 +165,60 @@ mod tests {
 
     /// The memory model and privacy of a mock exporter.
     trait Kind: Send + Sync + 'static {
-        const MODEL: Model;
+        type Model: MemoryModel;
         const PRIVATE: bool = false;
     }
 
-    struct Pinned;
     impl Kind for Pinned {
-        const MODEL: Model = Model::Pinned;
+        type Model = Pinned;
     }
 
-    struct Revocable;
     impl Kind for Revocable {
-        const MODEL: Model = Model::Revocable;
+        type Model = Revocable;
     }
 
-    struct Dynamic;
     impl Kind for Dynamic {
-        const MODEL: Model = Model::Dynamic;
+        type Model = Dynamic;
     }
 
-    /// A pinned exporter that may hold memory the CPU cannot access.
+    /// A pinned exporter whose last page is private memory.
     struct Private;
     impl Kind for Private {
-        const MODEL: Model = Model::Pinned;
+        type Model = Pinned;
         const PRIVATE: bool = true;
     }
 
-    /// A mock exporter: one CPU chunk of [`mock_ranges`] at `base`, and for private exporters a
-    /// private chunk of one page.
+    /// A mock exporter: its pages, one range each, in one CPU chunk; for private exporters the
+    /// last page in a private chunk of its own.
     struct Mock<K: Kind> {
-        base: Atomic<PhysAddr>,
         tracker: Arc<Tracker>,
         _kind: PhantomData<K>,
     }
 
     #[vtable]
     impl<K: Kind> Exporter for Mock<K> {
-        const MODEL: Model = K::MODEL;
+        type Model = K::Model;
+        type State = KVec<Page>;
         const PRIVATE: bool = K::PRIVATE;
 
-        fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-            let chunks = if K::PRIVATE { 2 } else { 1 };
+        fn get_memory<'a>(
+            &'a self,
+            pages: &'a KVec<Page>,
+            _attach: &ExportAttachment,
+            mem: MemoryBuilder<'a>,
+        ) -> Result<BuiltMemory<'a>> {
+            let (shared, private) = pages.split_at(if K::PRIVATE { 3 } else { 4 });
 
-            mem.alloc(chunks, 3, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            for range in mock_ranges(self.base.load(Relaxed)) {
-                mem.range(range.paddr, range.len)?;
-            }
+            let mut draft = mem.alloc(2, 4, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            shared.iter().try_for_each(|page| draft.page(page))?;
             if K::PRIVATE {
-                mem.private_cpu_chunk()?;
-                mem.range(MOCK_PRIVATE_BASE, PAGE_SIZE)?;
+                draft.private_cpu_chunk()?;
+                private.iter().try_for_each(|page| draft.page(page))?;
             }
 
             self.tracker.gets.add(1, Relaxed);
-            Ok(())
+            Ok(draft.build())
         }
 
         fn put_memory(&self, _attach: &ExportAttachment) {
@@ -220,149 +241,100 @@ mod tests {
         }
     }
 
-    /// Exports a [`MOCK_SIZE`] buffer from a mock exporter of kind `K`.
-    fn export_mock<K: Kind>(tracker: &Arc<Tracker>) -> Result<Exported<Mock<K>>> {
-        let mock = Mock::<K> {
-            base: Atomic::new(MOCK_BASE),
+    fn mock<K: Kind>(tracker: &Arc<Tracker>) -> Mock<K> {
+        Mock {
             tracker: tracker.clone(),
             _kind: PhantomData,
-        };
-        dma_buf::export(mock, MOCK_SIZE, O_RDWR)
+        }
     }
+
+    /// Exports a mock buffer of kind `K`; returns it and the pointers of its pages.
+    fn export_mock<K: Kind>(
+        tracker: &Arc<Tracker>,
+    ) -> Result<(Exported<Mock<K>>, [usize; MOCK_PAGES])> {
+        let MockPages { pages, ptrs } = mock_pages()?;
+        let exported = dma_buf::export(mock::<K>(tracker), pages, MOCK_SIZE, O_RDWR)?;
+        Ok((exported, ptrs))
+    }
+
+    /// A builder script.
+    type Script = for<'a> fn(MemoryBuilder<'a>) -> Result<BuiltMemory<'a>>;
 
     /// An exporter that runs `script` on the builder and reports its result to the importer
     /// unchanged; `seen` keeps the errno, to tell the builder's errors from the core's.
     struct Scripted {
-        script: fn(&mut MemoryBuilder) -> Result,
+        script: Script,
         seen: Atomic<i32>,
     }
 
     #[vtable]
     impl Exporter for Scripted {
-        const MODEL: Model = Model::Pinned;
+        type Model = Pinned;
+        type State = ();
 
-        fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
+        fn get_memory<'a>(
+            &'a self,
+            _state: &'a (),
+            _attach: &ExportAttachment,
+            mem: MemoryBuilder<'a>,
+        ) -> Result<BuiltMemory<'a>> {
             let res = (self.script)(mem);
-            self.seen
-                .store(res.err().map_or(0, |err| err.to_errno()), Relaxed);
+            let errno = res.as_ref().err().map_or(0, |err| err.to_errno());
+            self.seen.store(errno, Relaxed);
             res
         }
     }
 
-    fn export_scripted(script: fn(&mut MemoryBuilder) -> Result) -> Result<Exported<Scripted>> {
+    fn export_scripted(script: Script) -> Result<Exported<Scripted>> {
         let scripted = Scripted {
             script,
             seen: Atomic::new(0),
         };
-        dma_buf::export(scripted, MOCK_SIZE, O_RDWR)
+        dma_buf::export(scripted, (), MOCK_SIZE, O_RDWR)
     }
 
-    /// A pinned exporter of two real pages, each its own range.
-    struct PageBacked {
-        pages: [Page; 2],
+    /// Describes `len` bytes at `paddr`, which the builder or the core refuses.
+    fn refused_range(draft: &mut MemoryDraft<'_>, paddr: PhysAddr, len: usize) -> Result {
+        // SAFETY: Every caller's description is refused, by the builder or the core, before any
+        // importer sees it.
+        unsafe { draft.range(paddr, len) }
     }
 
-    #[vtable]
-    impl Exporter for PageBacked {
-        const MODEL: Model = Model::Pinned;
-
-        fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-            mem.alloc(1, 2, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            for page in &self.pages {
-                mem.page(page)?;
-            }
-            Ok(())
-        }
-    }
-
-    /// A pinned exporter of one real page that also serves `dma_buf_map_attachment()`
-    /// ([`Exporter::MAP_DMA_BUF`]) and counts its descriptions in `tracker`.
-    ///
-    /// Its tables cannot be tested from here: the Rust importer has no scatter-gather API, and a
-    /// faux device has no DMA mask. The C suite `dma_buf_memory` maps the same kind of
-    /// description with `dma_buf_memory_map()`.
-    struct Mapped {
-        page: Page,
-        tracker: Arc<Tracker>,
-    }
-
-    #[vtable]
-    impl Exporter for Mapped {
-        const MODEL: Model = Model::Pinned;
-        const MAP_DMA_BUF: bool = true;
-
-        fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            mem.page(&self.page)?;
-            self.tracker.gets.add(1, Relaxed);
-            Ok(())
-        }
-
-        fn put_memory(&self, _attach: &ExportAttachment) {
-            self.tracker.puts.add(1, Relaxed);
-        }
-    }
-
-    impl Drop for Mapped {
-        fn drop(&mut self) {
-            self.tracker.released.store(true, Release);
-        }
-    }
-
-    /// Builds [`mock_ranges`] at `base` once, as a [`SharedMemory`], and counts the build in
-    /// `tracker`.
-    ///
-    /// There is room for one more chunk and one more range: only the builder's refusal keeps a
-    /// tampering [`Sharing`] from adding them to the shared description.
-    fn build_shared(base: PhysAddr, tracker: &Tracker) -> Result<SharedMemory> {
-        SharedMemory::new(|mem| {
+    /// Builds a description of four new pages once, as a [`SharedMemory`] that owns them, and
+    /// counts the build in `tracker`.
+    fn build_shared(tracker: &Tracker) -> Result<(SharedMemory<KVec<Page>>, [usize; MOCK_PAGES])> {
+        let MockPages { pages, ptrs } = mock_pages()?;
+        let shared = SharedMemory::new(pages, |pages, mem| {
             tracker.builds.add(1, Relaxed);
-            mem.alloc(2, 3, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            for range in mock_ranges(base) {
-                mem.range(range.paddr, range.len)?;
-            }
-            Ok(())
-        })
+            let mut draft = mem.alloc(1, MOCK_PAGES as u32, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            pages.iter().try_for_each(|page| draft.page(page))?;
+            Ok(draft.build())
+        })?;
+        Ok((shared, ptrs))
     }
 
-    /// A mock exporter of kind `K` that shares one description of [`mock_ranges`] with every
-    /// importer; a dynamic one replaces it when it moves.
-    #[pin_data(PinnedDrop)]
+    /// A mock exporter of kind `K` that shares one description with every importer; a dynamic
+    /// one replaces it when it moves. (It cannot change the shared description: see
+    /// `tests/compile-fail/shared_description_is_read_only.rs`.)
     struct Sharing<K: Kind> {
-        #[pin]
-        memory: Mutex<SharedMemory>,
         tracker: Arc<Tracker>,
-        /// Whether `get_memory` tries to change the description after sharing it, counting each
-        /// refusal in `tracker`.
-        tamper: bool,
         _kind: PhantomData<K>,
     }
 
     #[vtable]
     impl<K: Kind> Exporter for Sharing<K> {
-        const MODEL: Model = K::MODEL;
+        type Model = K::Model;
+        type State = SharedMemory<KVec<Page>>;
 
-        fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-            mem.share(&self.memory.lock())?;
+        fn get_memory<'a>(
+            &'a self,
+            memory: &'a SharedMemory<KVec<Page>>,
+            _attach: &ExportAttachment,
+            mem: MemoryBuilder<'a>,
+        ) -> Result<BuiltMemory<'a>> {
             self.tracker.gets.add(1, Relaxed);
-
-            if self.tamper {
-                let tries = [
-                    mem.alloc(1, 1, GFP_KERNEL),
-                    mem.cpu_chunk(),
-                    mem.range(MOCK_BASE + 6 * PAGE, PAGE_SIZE),
-                    mem.share(&self.memory.lock()),
-                ];
-                for res in tries {
-                    if res == Err(EBUSY) {
-                        self.tracker.refused.add(1, Relaxed);
-                    }
-                }
-            }
-            Ok(())
+            Ok(mem.share(memory))
         }
 
         fn put_memory(&self, _attach: &ExportAttachment) {
@@ -370,39 +342,41 @@ mod tests {
         }
     }
 
-    #[pinned_drop]
-    impl<K: Kind> PinnedDrop for Sharing<K> {
-        fn drop(self: Pin<&mut Self>) {
+    impl<K: Kind> Drop for Sharing<K> {
+        fn drop(&mut self) {
             self.tracker.released.store(true, Release);
         }
     }
 
-    /// Exports a [`MOCK_SIZE`] buffer from a sharing mock exporter of kind `K`.
+    /// Exports a buffer from a sharing mock exporter of kind `K`.
     fn export_sharing<K: Kind>(
         tracker: &Arc<Tracker>,
-        tamper: bool,
-    ) -> Result<Exported<Sharing<K>>> {
-        let memory = build_shared(MOCK_BASE, tracker)?;
-        let sharing = pin_init!(Sharing::<K> {
-            memory <- new_mutex!(memory),
+    ) -> Result<(Exported<Sharing<K>>, [usize; MOCK_PAGES])> {
+        let (memory, ptrs) = build_shared(tracker)?;
+        let sharing = Sharing::<K> {
             tracker: tracker.clone(),
-            tamper,
             _kind: PhantomData,
-        });
-        dma_buf::export(sharing, MOCK_SIZE, O_RDWR)
+        };
+        Ok((dma_buf::export(sharing, memory, MOCK_SIZE, O_RDWR)?, ptrs))
     }
 
     /// A pinned exporter sharing a description that another buffer may share too.
     struct Borrowing {
-        memory: Arc<SharedMemory>,
+        memory: Arc<SharedMemory<KVec<Page>>>,
     }
 
     #[vtable]
     impl Exporter for Borrowing {
-        const MODEL: Model = Model::Pinned;
+        type Model = Pinned;
+        type State = ();
 
-        fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-            mem.share(&self.memory)
+        fn get_memory<'a>(
+            &'a self,
+            _state: &'a (),
+            _attach: &ExportAttachment,
+            mem: MemoryBuilder<'a>,
+        ) -> Result<BuiltMemory<'a>> {
+            Ok(mem.share(&self.memory))
         }
     }
 
@@ -438,19 +412,24 @@ mod tests {
         const ALLOW_PRIVATE: bool = true;
     }
 
-    /// A mock importer that counts its invalidations.
+    /// A mock importer that counts its invalidations, and those that got a kept description.
     struct Counting<A: Accepts> {
         invalidated: Atomic<u32>,
+        kept: Atomic<u32>,
         _accepts: PhantomData<A>,
     }
 
+    #[vtable]
     impl<A: Accepts> Importer for Counting<A> {
         const MODELS: ModelSet = A::MODELS;
         const ALLOW_P2P: bool = true;
         const ALLOW_PRIVATE: bool = A::ALLOW_PRIVATE;
 
-        fn invalidate(&self) {
+        fn invalidate(&self, kept: Option<&MemoryDesc>) {
             self.invalidated.add(1, Relaxed);
+            if kept.is_some_and(|desc| desc.size() != 0) {
+                self.kept.add(1, Relaxed);
+            }
         }
     }
 
@@ -458,6 +437,7 @@ mod tests {
     fn attach<A: Accepts>(buf: &DmaBuf, dev: &Device) -> Result<Attachment<Counting<A>>> {
         let importer = Counting::<A> {
             invalidated: Atomic::new(0),
+            kept: Atomic::new(0),
             _accepts: PhantomData,
         };
         buf.attach(dev, Arc::new(importer, GFP_KERNEL)?)
@@ -476,28 +456,11 @@ mod tests {
         Ok(range)
     }
 
-    /// Returns how many descriptions the core counts as got and not yet put on `attachment`.
-    ///
-    /// This looks inside the C attachment, at the counter with which `dma_buf_detach()` finds
-    /// leaks; the core protects it with the reservation lock that `_guard` holds.
-    fn nr_memory<T: Importer>(attachment: &Attachment<T>, _guard: &ResvGuard<'_>) -> u32 {
-        // SAFETY: The attachment is valid while `attachment` exists, and `_guard` holds the
-        // reservation lock that protects `nr_memory`.
-        unsafe { (*attachment.as_raw()).nr_memory }
-    }
-
-    /// Returns how many references to `desc` there are: the exporter's, if it shares `desc`, and
-    /// one per description got and not yet put.
-    ///
-    /// This looks inside the C description, at its reference count, as [`nr_memory`] looks
-    /// inside the attachment.
-    fn refs(desc: &MemoryDesc) -> i32 {
-        // SAFETY: `desc` is a valid description while it is borrowed.
-        let count = unsafe { &raw mut (*desc.as_raw()).refcount.refs.counter };
-
-        // SAFETY: `count` is the aligned counter of a `refcount_t`, valid while `desc` is borrowed
-        // and only accessed atomically.
-        unsafe { Atomic::from_ptr(count) }.load(Relaxed)
+    /// Returns whether the importer of `attachment` gets exactly the pages `ptrs` now.
+    fn gets_pages<T: Importer>(attachment: &Attachment<T>, ptrs: &[usize]) -> Result<bool> {
+        let guard = attachment.dma_buf().lock();
+        let mem = attachment.get_memory(&guard)?;
+        Ok(is_pages(&mem, ptrs))
     }
 
     /// Gets the memory of the buffer of `attachment`, expecting the exporter's builder to fail
@@ -510,9 +473,7 @@ mod tests {
         let guard = exported.dma_buf().lock();
         let res = attachment.get_memory(&guard).err();
 
-        res == Some(expected)
-            && exported.data().seen.load(Relaxed) == expected.to_errno()
-            && nr_memory(attachment, &guard) == 0
+        res == Some(expected) && exported.data().seen.load(Relaxed) == expected.to_errno()
     }
 
     /// Registers the faux device that attaches in a test.
@@ -527,89 +488,32 @@ mod tests {
     }
 
     #[test]
-    fn get_returns_the_exporters_ranges() -> Result {
+    fn get_returns_the_exporters_pages() -> Result {
         let reg = faux_device(c"dmabuf-kapi-get")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Pinned>(&tracker)?;
+        let (exported, ptrs) = export_mock::<Pinned>(&tracker)?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
         let guard = exported.dma_buf().lock();
         let mem = attachment.get_memory(&guard)?;
-        assert_eq!(mem.size(), 4 * PAGE_SIZE);
+        let second = attachment.get_memory(&guard)?;
+        assert_eq!(mem.size(), MOCK_SIZE);
         assert_eq!(mem.chunks().len(), 1);
 
         let chunk = &mem.chunks()[0];
         assert_eq!(chunk.kind(), ChunkKind::Cpu);
-        assert!(chunk.provider().is_none());
         assert!(!chunk.is_private());
-        assert_eq!(chunk.size(), 4 * PAGE_SIZE);
-        assert!(chunk.ranges() == mock_ranges(MOCK_BASE));
-        assert_eq!(tracker.gets.load(Relaxed), 1);
-        Ok(())
-    }
-
-    #[test]
-    fn get_returns_real_pages() -> Result {
-        let reg = faux_device(c"dmabuf-kapi-pages")?;
-        let dev = device(&reg);
-        let pages = [Page::alloc_page(GFP_KERNEL)?, Page::alloc_page(GFP_KERNEL)?];
-        let exported = dma_buf::export(PageBacked { pages }, 2 * PAGE_SIZE, O_RDWR)?;
-        let attachment = attach::<AcceptsPinned>(exported.dma_buf(), dev)?;
-
-        let guard = exported.dma_buf().lock();
-        let first = attachment.get_memory(&guard)?;
-        let second = attachment.get_memory(&guard)?;
-        let ranges = first.chunks()[0].ranges();
-
-        assert_eq!(ranges.len(), 2);
-        for range in ranges {
+        assert_eq!(chunk.size(), MOCK_SIZE);
+        assert_eq!(chunk.ranges().len(), MOCK_PAGES);
+        for range in chunk.ranges() {
             assert_eq!(range.len, PAGE_SIZE);
             assert_eq!(range.paddr % PAGE, 0);
-            assert!(range.paddr != 0);
         }
-        assert!(ranges[0].paddr != ranges[1].paddr);
-        // A pinned exporter describes the same pages every time.
-        assert!(second.chunks()[0].ranges() == ranges);
-
-        // The page view of the CPU chunk gives back exactly the exporter's pages.
-        let exporter_pages = &exported.data().pages;
-        let mut n = 0;
-        for (i, page) in first.chunks()[0].pages()?.enumerate() {
-            assert!(i < exporter_pages.len());
-            assert!(page?.as_ptr() == exporter_pages[i].as_ptr());
-            n += 1;
-        }
-        assert_eq!(n, exporter_pages.len());
-        Ok(())
-    }
-
-    #[test]
-    fn map_dma_buf_opt_in_leaves_get_memory_alone() -> Result {
-        let reg = faux_device(c"dmabuf-kapi-map-opt-in")?;
-        let dev = device(&reg);
-        let tracker = Tracker::new()?;
-        let mapped = Mapped {
-            page: Page::alloc_page(GFP_KERNEL)?,
-            tracker: tracker.clone(),
-        };
-        let exported = dma_buf::export(mapped, PAGE_SIZE, O_RDWR)?;
-        let attachment = attach::<AcceptsPinned>(exported.dma_buf(), dev)?;
-
-        {
-            let guard = exported.dma_buf().lock();
-            let mem = attachment.get_memory(&guard)?;
-            assert_eq!(mem.size(), PAGE_SIZE);
-            assert_eq!(mem.chunks()[0].kind(), ChunkKind::Cpu);
-            assert_eq!(nr_memory(&attachment, &guard), 1);
-        }
-
-        // Getting the memory goes through `get_memory` and `put_memory` exactly once each.
-        assert_eq!(tracker.gets.load(Relaxed), 1);
-        assert_eq!(tracker.puts.load(Relaxed), 1);
-        drop(attachment);
-        drop(exported);
-        assert!(tracker.wait_released());
+        // The page view gives back exactly the exporter's pages, every time.
+        assert!(is_pages(&mem, &ptrs));
+        assert!(second.chunks()[0].ranges() == chunk.ranges());
+        assert_eq!(tracker.gets.load(Relaxed), 2);
         Ok(())
     }
 
@@ -618,48 +522,44 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-put")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Pinned>(&tracker)?;
+        let (exported, _) = export_mock::<Pinned>(&tracker)?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
         {
             let guard = exported.dma_buf().lock();
             let mem = attachment.get_memory(&guard)?;
-            assert_eq!(nr_memory(&attachment, &guard), 1);
-            assert_eq!(tracker.puts.load(Relaxed), 0);
+            assert_eq!(tracker.outstanding(), 1);
             drop(mem);
-            assert_eq!(nr_memory(&attachment, &guard), 0);
             // The exporter's put_memory hook ran, under the lock, exactly once.
             assert_eq!(tracker.puts.load(Relaxed), 1);
         }
 
-        // `dma_buf_detach()` warns about descriptions not put; the run fails on any warning.
         drop(attachment);
-        assert_eq!(tracker.gets.load(Relaxed), 1);
         assert_eq!(tracker.attaches.load(Relaxed), 1);
         assert_eq!(tracker.detaches.load(Relaxed), 1);
         Ok(())
     }
 
     #[test]
-    fn map_memory_keeps_one_description_until_unmapped() -> Result {
-        let reg = faux_device(c"dmabuf-kapi-map")?;
+    fn keep_memory_keeps_one_description_until_put() -> Result {
+        let reg = faux_device(c"dmabuf-kapi-keep")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Pinned>(&tracker)?;
+        let (exported, _) = export_mock::<Pinned>(&tracker)?;
         let attachment = attach::<AcceptsPinned>(exported.dma_buf(), dev)?;
 
         {
             let guard = exported.dma_buf().lock();
-            assert_eq!(attachment.map_memory(&guard)?.size(), 4 * PAGE_SIZE);
+            assert_eq!(attachment.keep_memory(&guard)?.size(), MOCK_SIZE);
         }
         let mut guard = exported.dma_buf().lock();
         // The second call returns the kept description without asking the exporter.
-        assert_eq!(attachment.map_memory(&guard)?.size(), 4 * PAGE_SIZE);
+        assert_eq!(attachment.keep_memory(&guard)?.size(), MOCK_SIZE);
         assert_eq!(tracker.gets.load(Relaxed), 1);
-        assert_eq!(nr_memory(&attachment, &guard), 1);
+        assert_eq!(tracker.outstanding(), 1);
 
-        attachment.unmap_memory(&mut guard)?;
-        assert_eq!(nr_memory(&attachment, &guard), 0);
+        attachment.put_kept_memory(&mut guard)?;
+        assert_eq!(tracker.outstanding(), 0);
         Ok(())
     }
 
@@ -668,9 +568,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-addr")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            mem.range(MOCK_BASE + PAGE / 2, PAGE_SIZE)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, BOGUS + PAGE / 2, MOCK_SIZE)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -683,9 +584,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-len")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            mem.range(MOCK_BASE, PAGE_SIZE / 2)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, BOGUS, PAGE_SIZE / 2)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -698,9 +600,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-zero")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            mem.range(MOCK_BASE, 0)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, BOGUS, 0)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -713,9 +616,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-wrap")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            mem.range(PhysAddr::MAX - PAGE + 1, 2 * PAGE_SIZE)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, PhysAddr::MAX - PAGE + 1, 2 * PAGE_SIZE)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -728,10 +632,11 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-ranges")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            mem.range(MOCK_BASE, PAGE_SIZE)?;
-            mem.range(MOCK_BASE + PAGE, PAGE_SIZE)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, BOGUS, PAGE_SIZE)?;
+            refused_range(&mut draft, BOGUS + PAGE, PAGE_SIZE)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -744,10 +649,11 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-chunks")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 2, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            mem.range(MOCK_BASE, PAGE_SIZE)?;
-            mem.cpu_chunk()
+            let mut draft = mem.alloc(1, 2, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, BOGUS, PAGE_SIZE)?;
+            draft.cpu_chunk()?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -760,8 +666,9 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-nochunk")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.range(MOCK_BASE, PAGE_SIZE)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            refused_range(&mut draft, BOGUS, MOCK_SIZE)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -773,24 +680,26 @@ mod tests {
     fn builder_refuses_bad_limits() -> Result {
         let reg = faux_device(c"dmabuf-kapi-limits")?;
         let dev = device(&reg);
-        let exported = export_scripted(|mem| {
-            // Each refusal must leave the builder usable; the script fails only if one does not.
-            let refused = [
-                mem.alloc(0, 1, GFP_KERNEL),
-                mem.alloc(MemoryBuilder::MAX_CHUNKS + 1, 1, GFP_KERNEL),
-                mem.alloc(1, 0, GFP_KERNEL),
-                mem.alloc(1, MemoryBuilder::MAX_RANGES + 1, GFP_KERNEL),
-            ];
-            if refused.iter().any(|res| *res != Err(EINVAL)) {
-                return Err(EFAULT);
-            }
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.alloc(1, 1, GFP_KERNEL)
-        })?;
-        let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
-
-        // A second allocation is refused; the first one is freed with the builder.
-        assert!(builder_fails_with(&exported, &attachment, EBUSY));
+        let scripts: [Script; 4] = [
+            |mem| Ok(mem.alloc(0, 1, GFP_KERNEL)?.build()),
+            |mem| {
+                Ok(mem
+                    .alloc(MemoryBuilder::MAX_CHUNKS + 1, 1, GFP_KERNEL)?
+                    .build())
+            },
+            |mem| Ok(mem.alloc(1, 0, GFP_KERNEL)?.build()),
+            |mem| {
+                Ok(mem
+                    .alloc(1, MemoryBuilder::MAX_RANGES + 1, GFP_KERNEL)?
+                    .build())
+            },
+        ];
+        // A second allocation, or one after sharing, does not compile: `alloc` takes the builder.
+        for script in scripts {
+            let exported = export_scripted(script)?;
+            let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
+            assert!(builder_fails_with(&exported, &attachment, EINVAL));
+        }
         Ok(())
     }
 
@@ -799,9 +708,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-oversize")?;
         let dev = device(&reg);
         let exported = export_scripted(|mem| {
-            mem.alloc(1, 1, GFP_KERNEL)?;
-            mem.cpu_chunk()?;
-            mem.range(MOCK_BASE, MOCK_SIZE + PAGE_SIZE)
+            let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+            draft.cpu_chunk()?;
+            refused_range(&mut draft, BOGUS, MOCK_SIZE + PAGE_SIZE)?;
+            Ok(draft.build())
         })?;
         let attachment = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -812,9 +722,8 @@ mod tests {
         pr_info!("dmabuf-test: expect-end warn\n");
 
         assert_eq!(res, Some(EINVAL));
-        // The builder accepted the range: the core caught it, and released the description.
+        // The builder accepted the range: the core caught it.
         assert_eq!(exported.data().seen.load(Relaxed), 0);
-        assert_eq!(nr_memory(&attachment, &guard), 0);
         Ok(())
     }
 
@@ -823,10 +732,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-neg-pinned")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Pinned>(&tracker)?;
+        let (exported, _) = export_mock::<Pinned>(&tracker)?;
         let buf = exported.dma_buf();
 
-        assert_eq!(buf.model(), Model::Pinned);
+        assert_eq!(buf.model(), Some(Model::Pinned));
         assert!(attach::<AcceptsPinned>(buf, dev).is_ok());
         assert_eq!(attach::<AcceptsRevocable>(buf, dev).err(), Some(EOPNOTSUPP));
         assert_eq!(attach::<AcceptsDynamic>(buf, dev).err(), Some(EOPNOTSUPP));
@@ -841,10 +750,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-neg-revocable")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Revocable>(&tracker)?;
+        let (exported, _) = export_mock::<Revocable>(&tracker)?;
         let buf = exported.dma_buf();
 
-        assert_eq!(buf.model(), Model::Revocable);
+        assert_eq!(buf.model(), Some(Model::Revocable));
         assert_eq!(attach::<AcceptsPinned>(buf, dev).err(), Some(EOPNOTSUPP));
         assert!(attach::<AcceptsRevocable>(buf, dev).is_ok());
         assert_eq!(attach::<AcceptsDynamic>(buf, dev).err(), Some(EOPNOTSUPP));
@@ -858,10 +767,10 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-neg-dynamic")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Dynamic>(&tracker)?;
+        let (exported, _) = export_mock::<Dynamic>(&tracker)?;
         let buf = exported.dma_buf();
 
-        assert_eq!(buf.model(), Model::Dynamic);
+        assert_eq!(buf.model(), Some(Model::Dynamic));
         assert_eq!(attach::<AcceptsPinned>(buf, dev).err(), Some(EOPNOTSUPP));
         assert_eq!(attach::<AcceptsRevocable>(buf, dev).err(), Some(EOPNOTSUPP));
         assert!(attach::<AcceptsDynamic>(buf, dev).is_ok());
@@ -875,7 +784,7 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-neg-private")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Private>(&tracker)?;
+        let (exported, _) = export_mock::<Private>(&tracker)?;
         let buf = exported.dma_buf();
 
         assert_eq!(attach::<AcceptsAll>(buf, dev).err(), Some(EOPNOTSUPP));
@@ -885,22 +794,11 @@ mod tests {
     }
 
     #[test]
-    fn private_importer_attaches_to_shared_buffer() -> Result {
-        let reg = faux_device(c"dmabuf-kapi-neg-shared")?;
-        let dev = device(&reg);
-        let tracker = Tracker::new()?;
-        let exported = export_mock::<Pinned>(&tracker)?;
-
-        assert!(attach::<AcceptsPrivate>(exported.dma_buf(), dev).is_ok());
-        Ok(())
-    }
-
-    #[test]
     fn get_returns_private_chunk() -> Result {
         let reg = faux_device(c"dmabuf-kapi-private")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Private>(&tracker)?;
+        let (exported, ptrs) = export_mock::<Private>(&tracker)?;
         let attachment = attach::<AcceptsPrivate>(exported.dma_buf(), dev)?;
 
         let guard = exported.dma_buf().lock();
@@ -910,57 +808,52 @@ mod tests {
         assert!(!chunks[0].is_private());
         assert!(chunks[1].is_private());
         assert_eq!(chunks[1].kind(), ChunkKind::Cpu);
-        assert!(
-            chunks[1].ranges()
-                == [PhysVec {
-                    paddr: MOCK_PRIVATE_BASE,
-                    len: PAGE_SIZE,
-                }]
-        );
-        assert_eq!(mem.size(), 5 * PAGE_SIZE);
+        assert_eq!(chunks[1].size(), PAGE_SIZE);
+        assert_eq!(mem.size(), MOCK_SIZE);
+        assert!(is_pages(&mem, &ptrs));
         Ok(())
     }
 
     #[test]
-    fn move_invalidates_once_and_get_returns_new_ranges() -> Result {
+    fn move_invalidates_once_and_get_returns_new_pages() -> Result {
         let reg = faux_device(c"dmabuf-kapi-move")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Dynamic>(&tracker)?;
+        let (exported, ptrs) = export_mock::<Dynamic>(&tracker)?;
         let attachment = attach::<AcceptsDynamic>(exported.dma_buf(), dev)?;
 
-        assert!(first_range(&attachment)?.paddr == MOCK_BASE);
-        exported.move_memory(|mock| mock.base.store(MOCK_BASE + MOCK_MOVE, Relaxed));
+        assert!(gets_pages(&attachment, &ptrs)?);
+        let new = mock_pages()?;
+        let old = exported.move_memory(|pages| core::mem::replace(pages, new.pages));
+        // No importer uses the old pages anymore.
+        drop(old);
         assert_eq!(invalidated(&attachment), 1);
-
-        let guard = exported.dma_buf().lock();
-        let mem = attachment.get_memory(&guard)?;
-        assert!(mem.chunks()[0].ranges() == mock_ranges(MOCK_BASE + MOCK_MOVE));
+        assert!(gets_pages(&attachment, &new.ptrs)?);
         assert_eq!(tracker.gets.load(Relaxed), 2);
         Ok(())
     }
 
     #[test]
-    fn move_puts_mapped_memory() -> Result {
-        let reg = faux_device(c"dmabuf-kapi-move-map")?;
+    fn move_puts_kept_memory_and_hands_it_to_invalidate() -> Result {
+        let reg = faux_device(c"dmabuf-kapi-move-keep")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Dynamic>(&tracker)?;
+        let (exported, ptrs) = export_mock::<Dynamic>(&tracker)?;
         let attachment = attach::<AcceptsDynamic>(exported.dma_buf(), dev)?;
 
         {
             let guard = exported.dma_buf().lock();
-            let paddr = attachment.map_memory(&guard)?.chunks()[0].ranges()[0].paddr;
-            assert!(paddr == MOCK_BASE);
+            assert!(is_pages(attachment.keep_memory(&guard)?, &ptrs));
         }
-        exported.move_memory(|mock| mock.base.store(MOCK_BASE + MOCK_MOVE, Relaxed));
+        let new = mock_pages()?;
+        drop(exported.move_memory(|pages| core::mem::replace(pages, new.pages)));
 
+        // The importer got the kept description to unmap; the invalidation then put it.
+        assert_eq!(attachment.data().kept.load(Relaxed), 1);
+        assert_eq!(tracker.outstanding(), 0);
         let guard = exported.dma_buf().lock();
-        // The invalidation put what `map_memory` kept; mapping again gets the new ranges.
-        assert_eq!(nr_memory(&attachment, &guard), 0);
-        let paddr = attachment.map_memory(&guard)?.chunks()[0].ranges()[0].paddr;
-        assert!(paddr == MOCK_BASE + MOCK_MOVE);
-        assert_eq!(nr_memory(&attachment, &guard), 1);
+        assert!(is_pages(attachment.keep_memory(&guard)?, &new.ptrs));
+        assert_eq!(tracker.outstanding(), 1);
         Ok(())
     }
 
@@ -969,7 +862,7 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-revoke")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Revocable>(&tracker)?;
+        let (exported, _) = export_mock::<Revocable>(&tracker)?;
         let attachment = attach::<AcceptsRevocable>(exported.dma_buf(), dev)?;
 
         first_range(&attachment)?;
@@ -979,7 +872,7 @@ mod tests {
         let guard = exported.dma_buf().lock();
         assert!(guard.is_revoked());
         assert_eq!(attachment.get_memory(&guard).err(), Some(ENODEV));
-        assert_eq!(attachment.map_memory(&guard).err(), Some(ENODEV));
+        assert_eq!(attachment.keep_memory(&guard).err(), Some(ENODEV));
         // The exporter was not asked.
         assert_eq!(tracker.gets.load(Relaxed), 1);
         Ok(())
@@ -990,18 +883,15 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-restore")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Revocable>(&tracker)?;
+        let (exported, ptrs) = export_mock::<Revocable>(&tracker)?;
         let attachment = attach::<AcceptsRevocable>(exported.dma_buf(), dev)?;
 
         exported.revoke();
-        exported.restore();
+        exported.restore()?;
         // Importers are not told about a restore.
         assert_eq!(invalidated(&attachment), 1);
-
-        let guard = exported.dma_buf().lock();
-        assert!(!guard.is_revoked());
-        let mem = attachment.get_memory(&guard)?;
-        assert!(mem.chunks()[0].ranges() == mock_ranges(MOCK_BASE));
+        assert!(!exported.dma_buf().lock().is_revoked());
+        assert!(gets_pages(&attachment, &ptrs)?);
         Ok(())
     }
 
@@ -1010,7 +900,7 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-revoke2")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Revocable>(&tracker)?;
+        let (exported, _) = export_mock::<Revocable>(&tracker)?;
         let attachment = attach::<AcceptsRevocable>(exported.dma_buf(), dev)?;
 
         exported.revoke();
@@ -1024,16 +914,17 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-revoked-drop")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Revocable>(&tracker)?;
+        let (exported, _) = export_mock::<Revocable>(&tracker)?;
         let attachment = attach::<AcceptsRevocable>(exported.dma_buf(), dev)?;
 
         {
             let guard = exported.dma_buf().lock();
-            attachment.map_memory(&guard)?;
+            attachment.keep_memory(&guard)?;
         }
         exported.revoke();
 
-        // Nothing is left to put: the invalidation put the mapped memory; no leak warning.
+        // Nothing is left to put: the invalidation put the kept memory.
+        assert_eq!(tracker.outstanding(), 0);
         drop(attachment);
         assert_eq!(tracker.detaches.load(Relaxed), 1);
         assert!(exported.dma_buf().lock().is_revoked());
@@ -1045,13 +936,13 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-orphan")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_mock::<Revocable>(&tracker)?;
+        let (exported, ptrs) = export_mock::<Revocable>(&tracker)?;
         let attachment = attach::<AcceptsRevocable>(exported.dma_buf(), dev)?;
 
         // The `Attachment` holds a reference on the buffer: the exporter state lives on.
         drop(exported);
         assert!(!tracker.wait_released());
-        assert!(first_range(&attachment)?.paddr == MOCK_BASE);
+        assert!(gets_pages(&attachment, &ptrs)?);
 
         // Detaching drops the last reference; the buffer is released afterwards.
         drop(attachment);
@@ -1061,35 +952,11 @@ mod tests {
     }
 
     #[test]
-    fn revoke_only_invalidates_idle_importer() -> Result {
-        let reg = faux_device(c"dmabuf-kapi-idle")?;
-        let dev = device(&reg);
-        let tracker = Tracker::new()?;
-        let exported = export_mock::<Revocable>(&tracker)?;
-        let idle = attach::<AcceptsRevocable>(exported.dma_buf(), dev)?;
-
-        exported.revoke();
-        assert_eq!(invalidated(&idle), 1);
-        assert_eq!(tracker.gets.load(Relaxed), 0);
-        {
-            let guard = exported.dma_buf().lock();
-            assert_eq!(nr_memory(&idle, &guard), 0);
-        }
-
-        // The attachment is as usable as before once the exporter restores the buffer.
-        exported.restore();
-        assert!(first_range(&idle)?.paddr == MOCK_BASE);
-        drop(idle);
-        assert_eq!(tracker.detaches.load(Relaxed), 1);
-        Ok(())
-    }
-
-    #[test]
     fn shared_description_is_built_once_and_outlives_the_importers() -> Result {
         let reg = faux_device(c"dmabuf-kapi-shared")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_sharing::<Pinned>(&tracker, false)?;
+        let (exported, ptrs) = export_sharing::<Pinned>(&tracker)?;
         let first = attach::<AcceptsPinned>(exported.dma_buf(), dev)?;
         let second = attach::<AcceptsAll>(exported.dma_buf(), dev)?;
 
@@ -1098,14 +965,10 @@ mod tests {
             let a = first.get_memory(&guard)?;
             let b = second.get_memory(&guard)?;
 
-            // Not only the same ranges: the same description, with the exporter's reference and
-            // one per importer.
+            // Not only the same pages: the same description.
             assert!(a.as_raw() == b.as_raw());
-            assert!(a.chunks()[0].ranges() == mock_ranges(MOCK_BASE));
-            assert!(b.chunks()[0].ranges() == mock_ranges(MOCK_BASE));
-            assert_eq!(a.chunks().len(), 1);
-            assert_eq!(a.size(), 4 * PAGE_SIZE);
-            assert_eq!(refs(&a), 3);
+            assert!(is_pages(&a, &ptrs));
+            assert_eq!(a.size(), MOCK_SIZE);
             a.as_raw()
         };
         assert_eq!(tracker.gets.load(Relaxed), 2);
@@ -1114,61 +977,37 @@ mod tests {
         // Both importers put it; the exporter's reference keeps it for the next importer.
         {
             let guard = exported.dma_buf().lock();
-            let desc = first.map_memory(&guard)?;
+            let desc = first.keep_memory(&guard)?;
             assert!(desc.as_raw() == shared);
-            assert!(desc.chunks()[0].ranges() == mock_ranges(MOCK_BASE));
-            assert_eq!(refs(desc), 2);
+            assert!(is_pages(desc, &ptrs));
         }
         assert_eq!(tracker.builds.load(Relaxed), 1);
 
-        // The importers go first; the last reference goes with the buffer (kmemleak checks).
+        // The importers go first; the last reference, and the pages, go with the buffer
+        // (kmemleak checks).
         drop(first);
         drop(second);
         assert_eq!(tracker.puts.load(Relaxed), 3);
         drop(exported);
         assert!(tracker.wait_released());
-        assert_eq!(tracker.builds.load(Relaxed), 1);
-        Ok(())
-    }
-
-    #[test]
-    fn builder_holding_shared_memory_refuses_changes() -> Result {
-        let reg = faux_device(c"dmabuf-kapi-shared-ro")?;
-        let dev = device(&reg);
-        let tracker = Tracker::new()?;
-        let exported = export_sharing::<Revocable>(&tracker, true)?;
-        let attachment = attach::<AcceptsRevocable>(exported.dma_buf(), dev)?;
-
-        // Every get tampers, and is refused each time.
-        for round in 1..=2 {
-            let guard = exported.dma_buf().lock();
-            let mem = attachment.get_memory(&guard)?;
-
-            // alloc, cpu_chunk, range and a second share were each refused.
-            assert_eq!(tracker.refused.load(Relaxed), 4 * round);
-            assert_eq!(mem.chunks().len(), 1);
-            assert!(mem.chunks()[0].ranges() == mock_ranges(MOCK_BASE));
-            assert_eq!(mem.size(), 4 * PAGE_SIZE);
-        }
-        assert_eq!(tracker.builds.load(Relaxed), 1);
         Ok(())
     }
 
     #[test]
     fn shared_memory_new_checks_and_seals() -> Result {
         let tracker = Tracker::new()?;
-        let shared = build_shared(MOCK_BASE, &tracker)?;
+        let (shared, _) = build_shared(&tracker)?;
 
-        assert_eq!(SharedMemory::new(|_| Ok(())).err(), Some(EINVAL));
         // The builder's error is returned as is.
         assert_eq!(
-            SharedMemory::new(|mem| mem.alloc(1, 0, GFP_KERNEL)).err(),
+            SharedMemory::new((), |(), mem| Ok(mem.alloc(1, 0, GFP_KERNEL)?.build())).err(),
             Some(EINVAL)
         );
         assert_eq!(
-            SharedMemory::new(|mem| {
-                mem.alloc(1, 1, GFP_KERNEL)?;
-                mem.range(MOCK_BASE, PAGE_SIZE)
+            SharedMemory::new((), |(), mem| {
+                let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+                refused_range(&mut draft, BOGUS, PAGE_SIZE)?;
+                Ok(draft.build())
             })
             .err(),
             Some(EINVAL)
@@ -1176,15 +1015,16 @@ mod tests {
         // Sealing checks what the builder cannot: a chunk without ranges is an error of
         // `SharedMemory::new`, not of an importer's get.
         assert_eq!(
-            SharedMemory::new(|mem| {
-                mem.alloc(1, 1, GFP_KERNEL)?;
-                mem.cpu_chunk()
+            SharedMemory::new((), |(), mem| {
+                let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+                draft.cpu_chunk()?;
+                Ok(draft.build())
             })
             .err(),
             Some(EINVAL)
         );
-        // Sharing a sealed description as one's own is another reference to it.
-        let again = SharedMemory::new(|mem| mem.share(&shared))?;
+        // Sharing a sealed description that the owner holds is another reference to it.
+        let again = SharedMemory::new(shared, |shared, mem| Ok(mem.share(shared)))?;
         drop(again);
         assert_eq!(tracker.builds.load(Relaxed), 1);
         Ok(())
@@ -1195,23 +1035,25 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-shared-two")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let memory = Arc::new(build_shared(MOCK_BASE, &tracker)?, GFP_KERNEL)?;
+        let (memory, ptrs) = build_shared(&tracker)?;
+        let memory = Arc::new(memory, GFP_KERNEL)?;
         let mine = dma_buf::export(
             Borrowing {
                 memory: memory.clone(),
             },
+            (),
             MOCK_SIZE,
             O_RDWR,
         )?;
-        let other = dma_buf::export(Borrowing { memory }, MOCK_SIZE, O_RDWR)?;
+        let other = dma_buf::export(Borrowing { memory }, (), MOCK_SIZE, O_RDWR)?;
         let mine_attachment = attach::<AcceptsPinned>(mine.dma_buf(), dev)?;
         let other_attachment = attach::<AcceptsPinned>(other.dma_buf(), dev)?;
 
         // Sealed when built, the description is never written again: both buffers' importers
         // get it, under different reservation locks.
-        assert!(first_range(&mine_attachment)?.paddr == MOCK_BASE);
-        assert!(first_range(&other_attachment)?.paddr == MOCK_BASE);
-        assert!(first_range(&mine_attachment)?.paddr == MOCK_BASE);
+        assert!(gets_pages(&mine_attachment, &ptrs)?);
+        assert!(gets_pages(&other_attachment, &ptrs)?);
+        assert!(gets_pages(&mine_attachment, &ptrs)?);
         assert_eq!(tracker.builds.load(Relaxed), 1);
         Ok(())
     }
@@ -1221,34 +1063,97 @@ mod tests {
         let reg = faux_device(c"dmabuf-kapi-shared-move")?;
         let dev = device(&reg);
         let tracker = Tracker::new()?;
-        let exported = export_sharing::<Dynamic>(&tracker, false)?;
+        let (exported, ptrs) = export_sharing::<Dynamic>(&tracker)?;
         let attachment = attach::<AcceptsDynamic>(exported.dma_buf(), dev)?;
 
         let old = {
             let guard = exported.dma_buf().lock();
-            let desc = attachment.map_memory(&guard)?;
-            assert!(desc.chunks()[0].ranges() == mock_ranges(MOCK_BASE));
-            assert_eq!(refs(desc), 2);
+            let desc = attachment.keep_memory(&guard)?;
+            assert!(is_pages(desc, &ptrs));
             desc.as_raw()
         };
 
         // Build the new description outside of the reservation lock; swap it in under it.
-        let new = build_shared(MOCK_BASE + MOCK_MOVE, &tracker)?;
-        let old_memory =
-            exported.move_memory(|sharing| core::mem::replace(&mut *sharing.memory.lock(), new));
+        let (new, new_ptrs) = build_shared(&tracker)?;
+        let old_memory = exported.move_memory(|memory| core::mem::replace(memory, new));
         assert_eq!(invalidated(&attachment), 1);
-        // The invalidation put the importer's reference; the exporter drops its own.
+        // The invalidation put the importer's reference; the exporter drops its own, and the
+        // old pages with it.
         assert_eq!(tracker.puts.load(Relaxed), 1);
         drop(old_memory);
 
         let guard = exported.dma_buf().lock();
-        assert_eq!(nr_memory(&attachment, &guard), 0);
-        let desc = attachment.map_memory(&guard)?;
+        let desc = attachment.keep_memory(&guard)?;
         assert!(desc.as_raw() != old);
-        assert!(desc.chunks()[0].ranges() == mock_ranges(MOCK_BASE + MOCK_MOVE));
-        assert_eq!(refs(desc), 2);
+        assert!(is_pages(desc, &new_ptrs));
         assert_eq!(tracker.builds.load(Relaxed), 2);
         assert_eq!(tracker.gets.load(Relaxed), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn unbind_revokes_device_exports_for_good() -> Result {
+        let owner = faux_device(c"dmabuf-kapi-bound-owner")?;
+        let reg = faux_device(c"dmabuf-kapi-bound-importer")?;
+        let dev = device(&reg);
+        let tracker = Tracker::new()?;
+        let exports = DeviceExports::new(device(&owner))?;
+        let MockPages { pages, .. } = mock_pages()?;
+        let exported = exports.export(mock::<Revocable>(&tracker), pages, MOCK_SIZE, O_RDWR)?;
+        let attachment = attach::<AcceptsRevocable>(exported.dma_buf(), dev)?;
+        {
+            let guard = exported.dma_buf().lock();
+            attachment.keep_memory(&guard)?;
+        }
+        assert!(exports.is_bound());
+
+        // Unbinding the owner revokes the buffer and puts what the importer kept.
+        drop(owner);
+        assert!(!exports.is_bound());
+        assert_eq!(invalidated(&attachment), 1);
+        assert_eq!(attachment.data().kept.load(Relaxed), 1);
+        assert_eq!(tracker.outstanding(), 0);
+
+        // Its memory is gone: no restore, no get, no new export.
+        assert_eq!(exported.restore().err(), Some(ENODEV));
+        assert_eq!(first_range(&attachment).err(), Some(ENODEV));
+        let MockPages { pages, .. } = mock_pages()?;
+        let res = exports.export(mock::<Revocable>(&tracker), pages, MOCK_SIZE, O_RDWR);
+        assert_eq!(res.err(), Some(ENODEV));
+        Ok(())
+    }
+
+    #[test]
+    fn device_exports_forget_released_buffers() -> Result {
+        let owner = faux_device(c"dmabuf-kapi-bound-forget")?;
+        let exports = DeviceExports::new(device(&owner))?;
+
+        for _ in 0..3 {
+            let tracker = Tracker::new()?;
+            let MockPages { pages, .. } = mock_pages()?;
+            let exported = exports.export(mock::<Revocable>(&tracker), pages, MOCK_SIZE, O_RDWR)?;
+            assert_eq!(exports.nr_exports(), 1);
+            drop(exported);
+            assert!(tracker.wait_released());
+            // A released buffer leaves the list: it only holds buffers that exist.
+            assert_eq!(exports.nr_exports(), 0);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn attachment_pins_the_importers_module() -> Result {
+        let reg = faux_device(c"dmabuf-kapi-module")?;
+        let dev = device(&reg);
+        let tracker = Tracker::new()?;
+        let (exported, _) = export_mock::<Pinned>(&tracker)?;
+
+        let before = dma_buf::module_refcount::<crate::LocalModule>();
+        let attachment = attach::<AcceptsPinned>(exported.dma_buf(), dev)?;
+        // Even a leaked attachment keeps the module that implements `invalidate` loaded.
+        assert_eq!(dma_buf::module_refcount::<crate::LocalModule>(), before + 1);
+        drop(attachment);
+        assert_eq!(dma_buf::module_refcount::<crate::LocalModule>(), before);
         Ok(())
     }
 }

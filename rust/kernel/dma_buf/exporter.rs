@@ -5,9 +5,14 @@
 //! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h)
 
 use super::{
+    bound::Registry,
+    BuiltMemory,
     DmaBuf,
+    Dynamic,
     MemoryBuilder,
-    Model, //
+    MemoryModel,
+    Model,
+    Revocable, //
 };
 use crate::{
     bindings,
@@ -21,13 +26,17 @@ use crate::{
         ModuleMetadata, //
     },
     prelude::*,
-    sync::aref::ARef,
+    sync::{
+        aref::ARef,
+        Arc, //
+    },
     types::{
         ForeignOwnable,
         Opaque, //
     }, //
 };
 use core::{
+    cell::UnsafeCell,
     marker::PhantomData,
     ptr::{
         self,
@@ -35,102 +44,59 @@ use core::{
     },
 };
 
-/// An exporter of dma-bufs that describes their physical memory.
+/// An exporter of dma-bufs that describes their physical memory (`struct dma_buf_ops`).
 ///
-/// The implementing type is the state of one buffer, created by [`export()`] and dropped when the
-/// last reference to the buffer is gone. Importers get the memory through
-/// [`Exporter::get_memory`], always with the reservation lock of the buffer held.
-///
-/// Importers that need a DMA-mapped scatter-gather table, through `dma_buf_map_attachment()`, are
-/// served from the same description when the exporter sets [`Exporter::MAP_DMA_BUF`]; otherwise
-/// the `map_dma_buf` callback of the buffer fails with [`EOPNOTSUPP`].
-///
-/// See [`Attachment::get_memory`], [`Exported::revoke`] and [`Exported::move_memory`] for
-/// examples.
-///
-/// [`Attachment::get_memory`]: super::Attachment::get_memory
+/// The implementing type is the unchanging state of one buffer; [`Exporter::State`] is the part
+/// that the reservation lock protects. Both are dropped when the buffer is released, after every
+/// importer detached. The callbacks have the semantics of their C counterparts, documented in
+/// `include/linux/dma-buf.h`.
 #[vtable]
 pub trait Exporter: Sized + Send + Sync + 'static {
-    /// How the memory may change while importers use it; not [`Model::None`].
+    /// The memory model: [`Pinned`], [`Revocable`] or [`Dynamic`].
     ///
-    /// This decides which of [`Exported::revoke`], [`Exported::restore`] and
-    /// [`Exported::move_memory`] the exporter can use, and which importers can attach.
-    const MODEL: Model;
+    /// [`Pinned`]: super::Pinned
+    type Model: MemoryModel;
 
-    /// Whether the buffer may hold memory the host CPU cannot access, described with
-    /// [`MemoryBuilder::private_cpu_chunk`] or [`MemoryBuilder::private_p2p_chunk`]. Only
-    /// importers with [`Importer::ALLOW_PRIVATE`] can attach to such a buffer.
+    /// State protected by the reservation lock of the buffer.
     ///
-    /// [`Importer::ALLOW_PRIVATE`]: super::Importer::ALLOW_PRIVATE
+    /// [`Exporter::get_memory`] borrows it; only [`Exported::move_memory`] changes it, after
+    /// invalidating every importer. Memory owned here can therefore be described safely.
+    type State: Send;
+
+    /// Whether the buffer may hold private memory (`memory_private`).
     const PRIVATE: bool = false;
 
-    /// Whether importers that call `dma_buf_map_attachment()` get a DMA-mapped scatter-gather
-    /// table of the memory that [`Exporter::get_memory`] describes.
+    /// Whether importers of `dma_buf_map_attachment()` get a table of the memory that
+    /// [`Exporter::get_memory`] describes, built with `dma_buf_memory_map()`.
     ///
-    /// If `false`, the default, their `map_dma_buf` fails with [`EOPNOTSUPP`]. If `true`, the
-    /// buffer's `map_dma_buf` calls [`Exporter::get_memory`] for the attachment, with the
-    /// reservation lock held, and maps the description for the attached device with
-    /// `dma_buf_memory_map()`: CPU chunks as their pages, DMA-mapped with `dma_map_sgtable()`,
-    /// or a single PCI MMIO chunk as `dma_buf_phys_vec_to_sgt()` maps it. Any other description,
-    /// with private chunks, several MMIO chunks, or CPU and MMIO chunks together, fails with
-    /// [`EOPNOTSUPP`], and so does a description of PCI MMIO for an importer without
-    /// peer-to-peer, which [`Exporter::get_memory`] must refuse anyway.
-    ///
-    /// The importer uses the table after the reservation lock is dropped, until it unmaps it.
-    /// Therefore:
-    ///
-    /// - A [`Model::Pinned`] buffer serves every importer. A buffer of another model serves only
-    ///   importers that unmap when invalidated ([`ExportAttachment::is_revocable`]); others fail
-    ///   with [`EOPNOTSUPP`] from `dma_buf_memory_map()`, because nothing would make them give up
-    ///   the memory when it is revoked or moved. A revoked buffer fails with [`ENODEV`] before
-    ///   [`Exporter::get_memory`] is called.
-    /// - A table counts as one description from the `map_dma_buf` that built it until the
-    ///   importer unmaps it: the description itself is released once the table is built, but
-    ///   [`Exporter::put_memory`] is only called at `unmap_dma_buf`, or when mapping fails. An
-    ///   exporter that counts descriptions there, to wait in a revoke or move until no importer
-    ///   uses the old memory, counts the tables too.
+    /// A [`Dynamic`] buffer refuses them with [`EOPNOTSUPP`]: [`Exported::move_memory`] may free
+    /// what a table still maps until the importer unmaps it. A table counts as a description
+    /// ([`Exporter::put_memory`]) until it is unmapped.
     const MAP_DMA_BUF: bool = false;
 
-    /// Describes the memory of the buffer for the importer of `attach`.
+    /// Describes the memory of the buffer for the importer of `attach` (`get_memory`).
     ///
-    /// Called with the reservation lock of the buffer held. The description must be in buffer
-    /// order and must not be larger than the buffer; the core checks it before any importer sees
-    /// it. PCI MMIO may only be described for importers that allow peer-to-peer (see
-    /// [`ExportAttachment::peer2peer`]).
-    ///
-    /// An exporter whose ranges do not change between calls builds them once, as a
-    /// [`SharedMemory`], and answers with [`MemoryBuilder::share`].
-    ///
-    /// With [`Exporter::MAP_DMA_BUF`] it is also called to map the buffer for importers that use
-    /// `dma_buf_map_attachment()`, which may be importers that never call
-    /// `dma_buf_get_memory()`.
-    ///
-    /// [`SharedMemory`]: super::SharedMemory
-    fn get_memory(&self, attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result;
+    /// Called with the reservation lock held. What `mem` describes must be borrowed for `'a`
+    /// from `self` or `state`, which outlive every importer's use of the description; the
+    /// [`BuiltMemory`] returned proves that a description was built or shared.
+    fn get_memory<'a>(
+        &'a self,
+        state: &'a Self::State,
+        attach: &ExportAttachment,
+        mem: MemoryBuilder<'a>,
+    ) -> Result<BuiltMemory<'a>>;
 
-    /// Called with the reservation lock held when an importer puts a description that
-    /// [`Exporter::get_memory`] built or shared, or when the core rejects one; the core drops
-    /// the importer's reference to the description afterwards. With [`Exporter::MAP_DMA_BUF`],
-    /// also when an importer unmaps a table built from a description, or when building the table
-    /// failed.
-    ///
-    /// An exporter that holds something per description, for instance a reference that keeps a
-    /// revoke waiting until every importer has stopped using the ranges (as vfio-pci does),
-    /// releases it here.
+    /// Called with the reservation lock held when a description is put (`put_memory`).
     fn put_memory(&self, _attach: &ExportAttachment) {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
-    /// Called when a device attaches to the buffer; an error refuses the attachment.
-    ///
-    /// Called without the reservation lock held.
+    /// Called when a device attaches; an error refuses it (`attach`).
     fn attach(&self, _attach: &ExportAttachment) -> Result {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
-    /// Called when a device detaches from the buffer.
-    ///
-    /// Called without the reservation lock held.
+    /// Called when a device detaches (`detach`).
     fn detach(&self, _attach: &ExportAttachment) {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
@@ -189,8 +155,10 @@ impl ExportAttachment {
 
     /// Returns whether the importer stops using the memory in bounded time when invalidated.
     ///
-    /// Exporters with a model other than [`Model::Pinned`] may refuse importers for which this is
-    /// false in [`Exporter::attach`].
+    /// Exporters whose model is not [`Pinned`] may refuse importers for which this is false in
+    /// [`Exporter::attach`].
+    ///
+    /// [`Pinned`]: super::Pinned
     #[inline]
     pub fn is_revocable(&self) -> bool {
         // SAFETY: By the type invariant the attachment is valid.
@@ -198,36 +166,76 @@ impl ExportAttachment {
     }
 }
 
+/// The `priv` of a buffer exported for `T`.
+///
+/// # Invariants
+///
+/// `state` is only accessed with the reservation lock of the buffer held, and only mutably by
+/// [`Exported::move_memory`], after it invalidated every importer.
+#[pin_data]
+pub(super) struct ExportData<T: Exporter> {
+    #[pin]
+    data: T,
+    state: UnsafeCell<T::State>,
+    /// The device-bound group the buffer belongs to, which revokes it on unbind.
+    group: Option<Arc<Registry>>,
+}
+
 /// The `struct dma_buf_ops` of an exporter type.
 struct ExporterVTable<T: Exporter>(PhantomData<T>);
 
 impl<T: Exporter> ExporterVTable<T> {
-    /// Returns the state of a buffer.
+    /// Returns the `priv` of a buffer.
     ///
     /// # Safety
     ///
-    /// `buf` must be a buffer created by [`export()`] for `T`, whose release does not happen
+    /// `buf` must be a buffer created by [`export_in`] for `T`, whose release does not happen
     /// during `'a`.
-    unsafe fn data<'a>(buf: *mut bindings::dma_buf) -> &'a T {
-        // SAFETY: By the safety requirements `priv` is the `Pin<KBox<T>>` that `export` converted
-        // with `into_foreign()`, and it is only converted back in `release`.
-        unsafe { <Pin<KBox<T>> as ForeignOwnable>::borrow((*buf).priv_) }.get_ref()
+    unsafe fn data<'a>(buf: *mut bindings::dma_buf) -> &'a ExportData<T> {
+        // SAFETY: By the safety requirements `priv` is the `Pin<KBox<ExportData<T>>>` that
+        // `export_in` converted with `into_foreign()`, and it is only converted back in `release`.
+        unsafe { <Pin<KBox<ExportData<T>>> as ForeignOwnable>::borrow((*buf).priv_) }.get_ref()
+    }
+
+    /// Describes the memory for `attach`.
+    ///
+    /// # Safety
+    ///
+    /// The reservation lock of the buffer of `attach` must be held, and the buffer must have
+    /// been created by [`export_in`] for `T`.
+    unsafe fn describe<'a>(
+        attach: &'a ExportAttachment,
+    ) -> Result<(BuiltMemory<'a>, &'a ExportData<T>)> {
+        // SAFETY: The buffer of an attachment is not released while the attachment exists.
+        let inner = unsafe { Self::data(attach.dma_buf().as_raw()) };
+
+        // SAFETY: By the safety requirements the reservation lock is held, so by the type
+        // invariant of `ExportData` no one changes `state`.
+        //
+        // The borrow is for as long as importers use the description, past the lock: `state`
+        // and `data` are only dropped at release, after every attachment detached, which puts
+        // every description; and `state` only changes in `Exported::move_memory`, after every
+        // importer was invalidated, when by the C contract no importer uses a range anymore.
+        let state = unsafe { &*inner.state.get() };
+
+        let built = inner.data.get_memory(state, attach, MemoryBuilder::new())?;
+        Ok((built, inner))
     }
 
     /// # Safety
     ///
-    /// `buf` must be a buffer created by [`export()`] for `T`, and `attach` a valid attachment
+    /// `buf` must be a buffer created by [`export_in`] for `T`, and `attach` a valid attachment
     /// being attached to it.
     unsafe extern "C" fn attach(
         buf: *mut bindings::dma_buf,
         attach: *mut bindings::dma_buf_attachment,
     ) -> c_int {
         // SAFETY: The buffer is not released while a device attaches to it.
-        let data = unsafe { Self::data(buf) };
+        let inner = unsafe { Self::data(buf) };
         // SAFETY: `attach` is valid for the duration of the callback.
         let attach = unsafe { ExportAttachment::from_raw(attach) };
 
-        match T::attach(data, attach) {
+        match T::attach(&inner.data, attach) {
             Ok(()) => 0,
             Err(err) => err.to_errno(),
         }
@@ -235,40 +243,37 @@ impl<T: Exporter> ExporterVTable<T> {
 
     /// # Safety
     ///
-    /// `buf` must be a buffer created by [`export()`] for `T`, and `attach` a valid attachment
+    /// `buf` must be a buffer created by [`export_in`] for `T`, and `attach` a valid attachment
     /// being detached from it.
     unsafe extern "C" fn detach(
         buf: *mut bindings::dma_buf,
         attach: *mut bindings::dma_buf_attachment,
     ) {
         // SAFETY: The buffer is not released while a device detaches from it.
-        let data = unsafe { Self::data(buf) };
+        let inner = unsafe { Self::data(buf) };
         // SAFETY: `attach` is valid for the duration of the callback.
         let attach = unsafe { ExportAttachment::from_raw(attach) };
 
-        T::detach(data, attach);
+        T::detach(&inner.data, attach);
     }
 
     /// # Safety
     ///
-    /// `attach` must be a valid attachment of a buffer created by [`export()`] for `T`, and `mem`
-    /// valid for writes.
+    /// `attach` must be a valid attachment of a buffer created by [`export_in`] for `T`, whose
+    /// reservation lock is held, and `mem` valid for writes.
     unsafe extern "C" fn get_memory(
         attach: *mut bindings::dma_buf_attachment,
         mem: *mut *mut bindings::dma_buf_memory,
     ) -> c_int {
         // SAFETY: `attach` is valid for the duration of the callback.
         let attach = unsafe { ExportAttachment::from_raw(attach) };
-        // SAFETY: The buffer of an attachment is not released while the attachment exists.
-        let data = unsafe { Self::data(attach.dma_buf().as_raw()) };
 
-        // On error, dropping the builder frees whatever was built, or drops the shared reference.
-        let mut builder = MemoryBuilder::new();
-        match T::get_memory(data, attach, &mut builder).and_then(|()| builder.take()) {
-            Ok(desc) => {
-                // SAFETY: `mem` is valid for writes; the core owns the builder's reference to the
+        // SAFETY: By the safety requirements the lock is held and the buffer is `T`'s.
+        match unsafe { Self::describe(attach) } {
+            Ok((built, _)) => {
+                // SAFETY: `mem` is valid for writes; the core owns the reference to the
                 // description from now on.
-                unsafe { *mem = desc.as_ptr() };
+                unsafe { *mem = built.into_raw().as_ptr() };
                 0
             }
             Err(err) => err.to_errno(),
@@ -277,7 +282,7 @@ impl<T: Exporter> ExporterVTable<T> {
 
     /// # Safety
     ///
-    /// `attach` must be a valid attachment of a buffer created by [`export()`] for `T`, and `mem`
+    /// `attach` must be a valid attachment of a buffer created by [`export_in`] for `T`, and `mem`
     /// a description that `get_memory` returned for it, which the core hands back once, with the
     /// reservation lock held.
     unsafe extern "C" fn put_memory(
@@ -287,26 +292,24 @@ impl<T: Exporter> ExporterVTable<T> {
         // SAFETY: `attach` is valid for the duration of the callback.
         let attach = unsafe { ExportAttachment::from_raw(attach) };
         // SAFETY: The buffer of an attachment is not released while the attachment exists.
-        let data = unsafe { Self::data(attach.dma_buf().as_raw()) };
+        let inner = unsafe { Self::data(attach.dma_buf().as_raw()) };
 
-        T::put_memory(data, attach);
+        T::put_memory(&inner.data, attach);
 
-        // SAFETY: `mem` is the reference that `get_memory` handed to the core, to a description
-        // it built or to a `SharedMemory`'s, and the core hands it back exactly once: this
-        // importer no longer uses it. Dropping it frees the description unless it is shared.
+        // SAFETY: `mem` is the reference that `get_memory` handed to the core, which hands it
+        // back exactly once. Dropping it frees the description unless it is shared.
         unsafe { bindings::dma_buf_memory_free(mem) };
     }
 
     /// Maps the memory that [`Exporter::get_memory`] describes for the device of `attach`.
     ///
-    /// On success the caller owes one [`Exporter::put_memory`], at unmap; on failure nothing is
-    /// owed.
+    /// On success the caller owes one [`Exporter::put_memory`], at unmap.
     ///
     /// # Safety
     ///
-    /// The reservation lock of the buffer of `attach` must be held.
+    /// The reservation lock of the buffer of `attach` must be held, and the buffer must have
+    /// been created by [`export_in`] for `T`.
     unsafe fn map(
-        data: &T,
         attach: &ExportAttachment,
         dir: bindings::dma_data_direction,
     ) -> Result<NonNull<bindings::sg_table>> {
@@ -318,47 +321,41 @@ impl<T: Exporter> ExporterVTable<T> {
             return Err(ENODEV);
         }
 
-        // On error, dropping the builder frees whatever was built, or drops the shared reference.
-        let mut builder = MemoryBuilder::new();
-        T::get_memory(data, attach, &mut builder)?;
-        let mem = builder.built()?;
+        // SAFETY: By the safety requirements the lock is held and the buffer is `T`'s.
+        let (built, inner) = unsafe { Self::describe(attach) }?;
 
-        // SAFETY: `attach` is valid, by the safety requirements its reservation lock is held, and
-        // `builder` holds a reference to `mem`. `dma_buf_memory_map()` only reads it, but for
-        // sealing it as `dma_buf_get_memory()` does when the builder allocated it, and then no
-        // one else references it yet; a `SharedMemory`'s description is sealed already.
+        // SAFETY: `attach` is valid, its reservation lock is held, and `built` holds a reference
+        // to the description, which `dma_buf_memory_map()` only seals (if no one else references
+        // it yet) and reads. `built` drops the reference afterwards: the table does not use it.
         let sgt = from_err_ptr(unsafe {
-            bindings::dma_buf_memory_map(attach.as_raw(), mem.as_ptr(), dir)
+            bindings::dma_buf_memory_map(attach.as_raw(), built.as_ptr(), dir)
         })
         .and_then(|sgt| NonNull::new(sgt).ok_or(ENOMEM));
 
-        // The table does not refer to the description, whose reference `builder` drops when
-        // dropped; a failure releases the description like the core releases one it rejects.
+        // A failure releases the description like the core releases one it rejects.
         if sgt.is_err() && T::HAS_PUT_MEMORY {
-            T::put_memory(data, attach);
+            T::put_memory(&inner.data, attach);
         }
         sgt
     }
 
     /// # Safety
     ///
-    /// `attach` must be a valid attachment of a buffer created by [`export()`] for `T`, whose
+    /// `attach` must be a valid attachment of a buffer created by [`export_in`] for `T`, whose
     /// reservation lock is held.
     unsafe extern "C" fn map_dma_buf(
         attach: *mut bindings::dma_buf_attachment,
         dir: bindings::dma_data_direction,
     ) -> *mut bindings::sg_table {
-        if !T::MAP_DMA_BUF {
+        if !T::MAP_DMA_BUF || matches!(T::Model::MODEL, Model::Dynamic) {
             return EOPNOTSUPP.to_ptr();
         }
 
         // SAFETY: `attach` is valid for the duration of the callback.
         let attach = unsafe { ExportAttachment::from_raw(attach) };
-        // SAFETY: The buffer of an attachment is not released while the attachment exists.
-        let data = unsafe { Self::data(attach.dma_buf().as_raw()) };
 
         // SAFETY: By the safety requirements the reservation lock is held.
-        match unsafe { Self::map(data, attach, dir) } {
+        match unsafe { Self::map(attach, dir) } {
             Ok(sgt) => sgt.as_ptr(),
             Err(err) => err.to_ptr(),
         }
@@ -366,7 +363,7 @@ impl<T: Exporter> ExporterVTable<T> {
 
     /// # Safety
     ///
-    /// `attach` must be a valid attachment of a buffer created by [`export()`] for `T`, whose
+    /// `attach` must be a valid attachment of a buffer created by [`export_in`] for `T`, whose
     /// reservation lock is held, and `sgt` a table that `map_dma_buf` returned for it, which the
     /// core hands back once.
     unsafe extern "C" fn unmap_dma_buf(
@@ -382,7 +379,7 @@ impl<T: Exporter> ExporterVTable<T> {
         // SAFETY: `attach` is valid for the duration of the callback.
         let attach = unsafe { ExportAttachment::from_raw(attach) };
         // SAFETY: The buffer of an attachment is not released while the attachment exists.
-        let data = unsafe { Self::data(attach.dma_buf().as_raw()) };
+        let inner = unsafe { Self::data(attach.dma_buf().as_raw()) };
 
         // SAFETY: `sgt` was returned by `dma_buf_memory_map()` for `attach` in `map_dma_buf` and
         // is handed back once, and the reservation lock is held.
@@ -390,17 +387,23 @@ impl<T: Exporter> ExporterVTable<T> {
 
         // The table counted as a description until now.
         if T::HAS_PUT_MEMORY {
-            T::put_memory(data, attach);
+            T::put_memory(&inner.data, attach);
         }
     }
 
     /// # Safety
     ///
-    /// `buf` must be a buffer created by [`export()`] for `T` whose last reference was dropped.
+    /// `buf` must be a buffer created by [`export_in`] for `T` whose last reference was dropped.
     unsafe extern "C" fn release(buf: *mut bindings::dma_buf) {
-        // SAFETY: By the safety requirements `priv` is the `Pin<KBox<T>>` that `export` converted
-        // with `into_foreign()`, and nothing uses it anymore.
-        drop(unsafe { <Pin<KBox<T>> as ForeignOwnable>::from_foreign((*buf).priv_) });
+        // SAFETY: By the safety requirements `priv` is the `Pin<KBox<ExportData<T>>>` that
+        // `export_in` converted with `into_foreign()`, and nothing uses it anymore.
+        let inner =
+            unsafe { <Pin<KBox<ExportData<T>>> as ForeignOwnable>::from_foreign((*buf).priv_) };
+
+        if let Some(group) = &inner.group {
+            group.remove(buf);
+        }
+        drop(inner);
     }
 
     const VTABLE: bindings::dma_buf_ops = bindings::dma_buf_ops {
@@ -432,27 +435,44 @@ impl<T: Exporter> ExporterVTable<T> {
     }
 }
 
-/// Exports a buffer of `size` bytes with `data` as its exporter state.
+/// Exports a buffer of `size` bytes with `data` and `state` as its exporter state.
 ///
 /// `flags` are the file flags of the buffer, such as [`O_RDWR`]. The buffer holds a reference on
-/// the module that implements `T` until it is released.
+/// the module that implements `T` until it is released. See [`Exported::revoke`] and
+/// [`Exported::move_memory`] for examples.
 ///
 /// [`O_RDWR`]: crate::fs::file::flags::O_RDWR
 pub fn export<T: Exporter, E>(
     data: impl PinInit<T, E>,
+    state: T::State,
     size: usize,
     flags: u32,
 ) -> Result<Exported<T>>
 where
     Error: From<E>,
 {
-    const_assert!(
-        !matches!(T::MODEL, Model::None),
-        "an exporter must declare the model of its memory"
-    );
+    export_in(data, state, size, flags, None)
+}
 
+/// Exports a buffer like [`export()`], as a member of `group`, which must hold it in its list
+/// before anyone else can see the buffer.
+pub(super) fn export_in<T: Exporter, E>(
+    data: impl PinInit<T, E>,
+    state: T::State,
+    size: usize,
+    flags: u32,
+    group: Option<Arc<Registry>>,
+) -> Result<Exported<T>>
+where
+    Error: From<E>,
+{
     let flags = c_int::try_from(flags).map_err(|_| EINVAL)?;
-    let data = KBox::pin_init(data, GFP_KERNEL)?.into_foreign();
+    let inner = try_pin_init!(ExportData::<T> {
+        data <- data,
+        state: UnsafeCell::new(state),
+        group,
+    }? Error);
+    let inner = alloc_data::<T>(inner)?.into_foreign();
 
     let info = bindings::dma_buf_export_info {
         exp_name: <T::OwnerModule as ModuleMetadata>::NAME.as_char_ptr(),
@@ -461,8 +481,8 @@ where
         size,
         flags,
         resv: ptr::null_mut(),
-        priv_: data,
-        memory_model: T::MODEL.as_raw(),
+        priv_: inner,
+        memory_model: T::Model::MODEL.as_raw(),
         memory_private: T::PRIVATE,
     };
 
@@ -473,14 +493,14 @@ where
     let buf = match buf {
         Ok(buf) => buf,
         Err(err) => {
-            // SAFETY: The export failed, so the core did not keep `data`, which came from
+            // SAFETY: The export failed, so the core did not keep `inner`, which came from
             // `into_foreign()` above.
-            drop(unsafe { <Pin<KBox<T>> as ForeignOwnable>::from_foreign(data) });
+            drop(unsafe { <Pin<KBox<ExportData<T>>> as ForeignOwnable>::from_foreign(inner) });
             return Err(err);
         }
     };
 
-    // INVARIANT: The buffer was just exported with the ops of `T` and `data` as its state.
+    // INVARIANT: The buffer was just exported with the ops of `T` and `inner` as its state.
     Ok(Exported {
         // SAFETY: `dma_buf_export()` returned the buffer with one reference, on its file, which
         // the `ARef` takes over.
@@ -489,12 +509,20 @@ where
     })
 }
 
+/// Allocates the `priv` of a buffer (outside of `export_in`, whose `Error: From<E>` bound would
+/// pick the wrong error type for the allocation).
+fn alloc_data<T: Exporter>(
+    init: impl PinInit<ExportData<T>, Error>,
+) -> Result<Pin<KBox<ExportData<T>>>> {
+    KBox::pin_init(init, GFP_KERNEL)
+}
+
 /// A reference to a buffer exported by [`export()`], giving access to the exporter's side.
 ///
 /// # Invariants
 ///
-/// `buf` was created by [`export()`] for `T`: its ops are those of `ExporterVTable<T>` and its
-/// `priv` is the `Pin<KBox<T>>` that `export` converted with `into_foreign()`.
+/// `buf` was created by [`export_in`] for `T`: its ops are those of `ExporterVTable<T>` and its
+/// `priv` is the `Pin<KBox<ExportData<T>>>` that `export_in` converted with `into_foreign()`.
 pub struct Exported<T: Exporter> {
     buf: ARef<DmaBuf>,
     _p: PhantomData<T>,
@@ -517,127 +545,92 @@ impl<T: Exporter> Exported<T> {
         &self.buf
     }
 
-    /// Returns a reference to the buffer, for example to install it as a file descriptor with
-    /// [`DmaBuf::into_fd`].
+    /// Returns a reference to the buffer, for example to install it with [`DmaBuf::into_file`].
     #[inline]
     pub fn into_dma_buf(self) -> ARef<DmaBuf> {
         self.buf
     }
 
-    /// Returns the exporter state of the buffer.
-    #[inline]
-    pub fn data(&self) -> &T {
-        // SAFETY: By the type invariant the buffer was created by `export` for `T`, and it is not
-        // released while `self` holds a reference to it.
+    fn inner(&self) -> &ExportData<T> {
+        // SAFETY: By the type invariant the buffer was created by `export_in` for `T`, and it is
+        // not released while `self` holds a reference to it.
         unsafe { ExporterVTable::<T>::data(self.buf.as_raw()) }
     }
 
-    /// Revokes the importers' access to the memory of a [`Model::Revocable`] buffer.
+    /// Returns the exporter state of the buffer that the reservation lock does not protect.
+    #[inline]
+    pub fn data(&self) -> &T {
+        &self.inner().data
+    }
+}
+
+impl<T: Exporter<Model = Revocable>> Exported<T> {
+    /// Revokes the importers' access to the memory (`dma_buf_revoke()`), and waits for the fences
+    /// of their outstanding work. Takes the reservation lock.
     ///
-    /// Marks the buffer revoked, invalidates every importer and waits for the fences of their
-    /// outstanding work; afterwards no importer uses the memory, and getting it fails with
-    /// [`ENODEV`] until [`Exported::restore`]. Takes the reservation lock.
+    /// Importers of `dma_buf_map_attachment()` may still hold a table until they unmap it.
     ///
     /// # Examples
     ///
     /// ```
-    /// use kernel::{
-    ///     device::{
-    ///         Bound,
-    ///         Device, //
-    ///     },
-    ///     dma_buf::{
-    ///         self,
-    ///         ExportAttachment,
-    ///         Exporter,
-    ///         Importer,
-    ///         MemoryBuilder,
-    ///         Model,
-    ///         ModelSet, //
-    ///     },
-    ///     faux,
-    ///     page::{
-    ///         Page,
-    ///         PAGE_SIZE, //
-    ///     },
-    ///     prelude::*,
-    ///     sync::{
-    ///         atomic::{
-    ///             Atomic,
-    ///             Relaxed, //
-    ///         },
-    ///         Arc, //
-    ///     }, //
-    /// };
+    /// # use kernel::{device::{Bound, Device}, faux, page::{Page, PAGE_SIZE}, prelude::*};
+    /// # use kernel::sync::{atomic::{Atomic, Relaxed}, Arc};
+    /// use kernel::dma_buf::{self, BuiltMemory, ExportAttachment, Exporter, Importer};
+    /// use kernel::dma_buf::{MemoryBuilder, MemoryDesc, ModelSet, Revocable};
     ///
-    /// struct Revocable {
+    /// struct OnePage {
     ///     page: Page,
     /// }
     ///
     /// #[vtable]
-    /// impl Exporter for Revocable {
-    ///     const MODEL: Model = Model::Revocable;
+    /// impl Exporter for OnePage {
+    ///     type Model = Revocable;
+    ///     type State = ();
     ///
-    ///     fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-    ///         mem.alloc(1, 1, GFP_KERNEL)?;
-    ///         mem.cpu_chunk()?;
-    ///         mem.page(&self.page)
+    ///     fn get_memory<'a>(
+    ///         &'a self,
+    ///         _state: &'a (),
+    ///         _attach: &ExportAttachment,
+    ///         mem: MemoryBuilder<'a>,
+    ///     ) -> Result<BuiltMemory<'a>> {
+    ///         let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+    ///         draft.cpu_chunk()?;
+    ///         draft.page(&self.page)?;
+    ///         Ok(draft.build())
     ///     }
     /// }
     ///
-    /// struct Mapper {
-    ///     invalidated: Atomic<i32>,
-    /// }
+    /// struct Mapper(Atomic<i32>);
     ///
+    /// #[vtable]
     /// impl Importer for Mapper {
     ///     const MODELS: ModelSet = ModelSet::REVOCABLE;
     ///
-    ///     fn invalidate(&self) {
-    ///         self.invalidated.add(1, Relaxed);
+    ///     fn invalidate(&self, kept: Option<&MemoryDesc>) {
+    ///         // Unmap what `keep_memory` returned, then return.
+    ///         assert_eq!(kept.map(|desc| desc.size()), Some(PAGE_SIZE));
+    ///         self.0.add(1, Relaxed);
     ///     }
     /// }
     ///
-    /// let reg = faux::Registration::new(c"rust-dma-buf-revoke", None)?;
-    /// let fdev: &faux::Device<Bound> = reg.as_ref();
-    /// let dev: &Device<Bound> = fdev.as_ref();
-    ///
+    /// # let reg = faux::Registration::new(c"rust-dma-buf-revoke", None)?;
+    /// # let fdev: &faux::Device<Bound> = reg.as_ref();
+    /// # let dev: &Device<Bound> = fdev.as_ref();
     /// let page = Page::alloc_page(GFP_KERNEL)?;
-    /// let exported = dma_buf::export(Revocable { page }, PAGE_SIZE, 0)?;
+    /// let exported = dma_buf::export(OnePage { page }, (), PAGE_SIZE, 0)?;
     /// let buf = exported.dma_buf();
-    /// let mapper = Arc::new(Mapper { invalidated: Atomic::new(0) }, GFP_KERNEL)?;
-    /// let attachment = buf.attach(dev, mapper)?;
+    /// let attachment = buf.attach(dev, Arc::new(Mapper(Atomic::new(0)), GFP_KERNEL)?)?;
+    /// assert_eq!(attachment.keep_memory(&buf.lock())?.size(), PAGE_SIZE);
     ///
-    /// // The importer maps the memory and keeps it after unlocking.
-    /// {
-    ///     let guard = buf.lock();
-    ///     assert_eq!(attachment.map_memory(&guard)?.size(), PAGE_SIZE);
-    /// }
-    ///
-    /// // Revoking invalidates the importer and puts the memory it kept.
     /// exported.revoke();
-    /// assert_eq!(attachment.data().invalidated.load(Relaxed), 1);
-    /// assert!(buf.lock().is_revoked());
-    /// {
-    ///     let guard = buf.lock();
-    ///     assert_eq!(attachment.get_memory(&guard).err(), Some(ENODEV));
-    ///     assert_eq!(attachment.map_memory(&guard).err(), Some(ENODEV));
-    /// }
+    /// assert_eq!(attachment.data().0.load(Relaxed), 1);
+    /// assert_eq!(attachment.get_memory(&buf.lock()).err(), Some(ENODEV));
     ///
-    /// // After a restore the importer maps the memory again.
-    /// exported.restore();
-    /// assert!(!buf.lock().is_revoked());
-    /// {
-    ///     let guard = buf.lock();
-    ///     assert_eq!(attachment.map_memory(&guard)?.size(), PAGE_SIZE);
-    /// }
+    /// exported.restore()?;
+    /// assert_eq!(attachment.keep_memory(&buf.lock())?.size(), PAGE_SIZE);
     /// # Ok::<(), Error>(())
     /// ```
     pub fn revoke(&self) {
-        const_assert!(
-            matches!(T::MODEL, Model::Revocable),
-            "only a revocable exporter can revoke"
-        );
-
         let guard = self.buf.lock();
 
         // SAFETY: `guard` holds the reservation lock of the buffer.
@@ -645,133 +638,99 @@ impl<T: Exporter> Exported<T> {
         guard.wait_idle();
     }
 
-    /// Lets importers get the memory of a revoked [`Model::Revocable`] buffer again.
+    /// Lets importers get the memory again (`dma_buf_restore()`). Takes the reservation lock.
     ///
-    /// Takes the reservation lock.
-    pub fn restore(&self) {
-        const_assert!(
-            matches!(T::MODEL, Model::Revocable),
-            "only a revocable exporter can restore"
-        );
-
+    /// Fails with [`ENODEV`] if the buffer belongs to a [`DeviceExports`] whose device was
+    /// unbound: its memory is gone.
+    ///
+    /// [`DeviceExports`]: super::DeviceExports
+    pub fn restore(&self) -> Result {
+        // Held until the restore is done, so the device cannot unbind in between.
+        let _bound = match &self.inner().group {
+            Some(group) => Some(group.lock_bound()?),
+            None => None,
+        };
         let _guard = self.buf.lock();
 
         // SAFETY: `_guard` holds the reservation lock of the buffer.
         unsafe { bindings::dma_buf_restore(self.buf.as_raw()) };
+        Ok(())
     }
+}
 
-    /// Moves the memory of a [`Model::Dynamic`] buffer.
+impl<T: Exporter<Model = Dynamic>> Exported<T> {
+    /// Moves the memory: takes the reservation lock, invalidates every importer
+    /// (`dma_buf_invalidate_mappings()`), waits for the fences of their work, then calls `f` with
+    /// the locked state, which it may change and whose old memory it may free.
     ///
-    /// Takes the reservation lock, invalidates every importer and waits for the fences of their
-    /// outstanding work, then calls `f` to update the exporter state, still under the lock: `f`
-    /// may free the old memory, and the next [`Exporter::get_memory`] describes the new one.
+    /// `f` runs under the reservation lock: it must not wait for importers (they may need the
+    /// lock to put their descriptions).
     ///
     /// # Examples
     ///
     /// ```
-    /// use kernel::{
-    ///     device::{
-    ///         Bound,
-    ///         Device, //
-    ///     },
-    ///     dma_buf::{
-    ///         self,
-    ///         Attachment,
-    ///         ExportAttachment,
-    ///         Exporter,
-    ///         Importer,
-    ///         MemoryBuilder,
-    ///         Model,
-    ///         ModelSet,
-    ///         PhysVec, //
-    ///     },
-    ///     faux,
-    ///     page::{
-    ///         Page,
-    ///         PAGE_SIZE, //
-    ///     },
-    ///     prelude::*,
-    ///     sync::{
-    ///         atomic::{
-    ///             Atomic,
-    ///             Relaxed, //
-    ///         },
-    ///         Arc, //
-    ///     }, //
-    /// };
+    /// # use kernel::{device::{Bound, Device}, faux, page::{Page, PAGE_SIZE}, prelude::*};
+    /// # use kernel::sync::Arc;
+    /// use kernel::dma_buf::{self, BuiltMemory, Dynamic, ExportAttachment, Exporter, Importer};
+    /// use kernel::dma_buf::{MemoryBuilder, MemoryDesc, ModelSet};
     ///
-    /// // Migrates its one page of memory to a second page.
-    /// struct Migrating {
-    ///     pages: [Page; 2],
-    ///     moved: Atomic<bool>,
-    /// }
+    /// struct Migrating;
     ///
     /// #[vtable]
     /// impl Exporter for Migrating {
-    ///     const MODEL: Model = Model::Dynamic;
+    ///     type Model = Dynamic;
+    ///     // The page the buffer is in now.
+    ///     type State = Page;
     ///
-    ///     fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-    ///         let page = &self.pages[usize::from(self.moved.load(Relaxed))];
-    ///
-    ///         mem.alloc(1, 1, GFP_KERNEL)?;
-    ///         mem.cpu_chunk()?;
-    ///         mem.page(page)
+    ///     fn get_memory<'a>(
+    ///         &'a self,
+    ///         page: &'a Page,
+    ///         _attach: &ExportAttachment,
+    ///         mem: MemoryBuilder<'a>,
+    ///     ) -> Result<BuiltMemory<'a>> {
+    ///         let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+    ///         draft.cpu_chunk()?;
+    ///         draft.page(page)?;
+    ///         Ok(draft.build())
     ///     }
     /// }
     ///
-    /// struct Follower {
-    ///     invalidated: Atomic<i32>,
-    /// }
+    /// struct Follower;
     ///
+    /// #[vtable]
     /// impl Importer for Follower {
     ///     const MODELS: ModelSet = ModelSet::DYNAMIC;
     ///
-    ///     fn invalidate(&self) {
-    ///         self.invalidated.add(1, Relaxed);
-    ///     }
+    ///     fn invalidate(&self, _kept: Option<&MemoryDesc>) {}
     /// }
     ///
-    /// fn first_range(attachment: &Attachment<Follower>) -> Result<PhysVec> {
-    ///     let guard = attachment.dma_buf().lock();
-    ///     let mem = attachment.get_memory(&guard)?;
-    ///     let range = mem.chunks()[0].ranges()[0];
-    ///     Ok(range)
-    /// }
-    ///
-    /// let reg = faux::Registration::new(c"rust-dma-buf-move", None)?;
-    /// let fdev: &faux::Device<Bound> = reg.as_ref();
-    /// let dev: &Device<Bound> = fdev.as_ref();
-    ///
-    /// let pages = [Page::alloc_page(GFP_KERNEL)?, Page::alloc_page(GFP_KERNEL)?];
-    /// let migrating = Migrating {
-    ///     pages,
-    ///     moved: Atomic::new(false),
+    /// # let reg = faux::Registration::new(c"rust-dma-buf-move", None)?;
+    /// # let fdev: &faux::Device<Bound> = reg.as_ref();
+    /// # let dev: &Device<Bound> = fdev.as_ref();
+    /// let exported = dma_buf::export(Migrating, Page::alloc_page(GFP_KERNEL)?, PAGE_SIZE, 0)?;
+    /// let buf = exported.dma_buf();
+    /// let attachment = buf.attach(dev, Arc::new(Follower, GFP_KERNEL)?)?;
+    /// let first = |a: &dma_buf::Attachment<Follower>| -> Result<_> {
+    ///     Ok(a.get_memory(&buf.lock())?.chunks()[0].ranges()[0])
     /// };
-    /// let exported = dma_buf::export(migrating, PAGE_SIZE, 0)?;
-    /// let follower = Arc::new(Follower { invalidated: Atomic::new(0) }, GFP_KERNEL)?;
-    /// let attachment = exported.dma_buf().attach(dev, follower)?;
     ///
-    /// let before = first_range(&attachment)?;
-    /// exported.move_memory(|state| state.moved.store(true, Relaxed));
-    /// assert_eq!(attachment.data().invalidated.load(Relaxed), 1);
-    ///
-    /// let after = first_range(&attachment)?;
-    /// assert_eq!(after.len, before.len);
-    /// assert_ne!(after.paddr, before.paddr);
+    /// let before = first(&attachment)?;
+    /// let new = Page::alloc_page(GFP_KERNEL)?;
+    /// // The old page is freed after the move: no importer uses it anymore.
+    /// drop(exported.move_memory(|page| core::mem::replace(page, new)));
+    /// assert_ne!(first(&attachment)?, before);
     /// # Ok::<(), Error>(())
     /// ```
-    pub fn move_memory<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        const_assert!(
-            matches!(T::MODEL, Model::Dynamic),
-            "only a dynamic exporter can move its memory"
-        );
-
+    pub fn move_memory<R>(&self, f: impl FnOnce(&mut T::State) -> R) -> R {
         let guard = self.buf.lock();
 
         // SAFETY: `guard` holds the reservation lock of the buffer.
         unsafe { bindings::dma_buf_invalidate_mappings(self.buf.as_raw()) };
         guard.wait_idle();
 
-        f(self.data())
+        // SAFETY: `guard` holds the reservation lock, which by the type invariant of `ExportData`
+        // protects `state`; every importer was invalidated, so by the C contract none uses what
+        // `get_memory` described from the old state, which may now change.
+        f(unsafe { &mut *self.inner().state.get() })
     }
 }

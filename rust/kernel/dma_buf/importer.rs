@@ -18,6 +18,10 @@ use crate::{
         from_err_ptr,
         to_result, //
     },
+    module::{
+        this_module,
+        ModuleMetadata, //
+    },
     prelude::*,
     sync::{
         aref::ARef,
@@ -33,40 +37,35 @@ use core::{
     },
 };
 
-/// An importer of dma-bufs that uses their physical memory.
+/// An importer of dma-bufs that uses their physical memory (`struct dma_buf_attach_ops`).
 ///
 /// The constants are what the importer can handle; [`DmaBuf::attach`] fails with [`EOPNOTSUPP`]
-/// for a buffer whose exporter's [`Model`] is not in [`Importer::MODELS`] or, if the buffer may
-/// hold private memory, when [`Importer::ALLOW_PRIVATE`] is not set.
-///
-/// [`Model`]: super::Model
+/// for a buffer whose model is not in [`Importer::MODELS`] or that may hold private memory when
+/// [`Importer::ALLOW_PRIVATE`] is not set. An [`Attachment`] holds a reference on the module that
+/// implements the importer, so the exporter never calls [`Importer::invalidate`] in unloaded
+/// code, even if the attachment is leaked. Like a dma-buf for its exporter's module, it keeps the
+/// module from being unloaded: drop attachments with the files or devices that use them, not in
+/// the module's exit.
+#[vtable]
 pub trait Importer: Send + Sync + 'static {
     /// The memory models the importer can handle. Must not be empty.
     const MODELS: ModelSet;
 
-    /// Whether the importer can handle PCI MMIO without `struct page`s (chunks of kind
-    /// [`ChunkKind::P2pMmio`]).
+    /// Whether the importer can handle PCI MMIO ([`ChunkKind::P2pMmio`], `allow_peer2peer`).
     ///
     /// [`ChunkKind::P2pMmio`]: super::ChunkKind::P2pMmio
     const ALLOW_P2P: bool = false;
 
-    /// Whether the importer can handle memory the host CPU cannot access (private chunks).
+    /// Whether the importer can handle private memory (`allow_private`).
     const ALLOW_PRIVATE: bool = false;
 
-    /// Called when the importer must stop using the memory it got from the buffer.
+    /// Called with the reservation lock held when the importer must stop using the memory
+    /// (`invalidate_mappings`).
     ///
-    /// The exporter is revoking or moving the memory. This is called with the reservation lock
-    /// of the buffer held, so no [`Memory`] of this importer exists. By the time it returns the
-    /// importer must have removed the ranges it got from [`Attachment::map_memory`] from its page
-    /// tables and stopped its DMA to them, or added fences to the reservation object that signal
-    /// when it has; it must not take the reservation lock. The attachment then puts the memory
-    /// kept by [`Attachment::map_memory`].
-    ///
-    /// After a [`Model::Dynamic`] move, getting the memory again returns the new addresses; after
-    /// a revoke it fails with [`ENODEV`] until the exporter restores the buffer.
-    ///
-    /// [`Model::Dynamic`]: super::Model::Dynamic
-    fn invalidate(&self);
+    /// `kept` is the description [`Attachment::keep_memory`] kept, if any, which the importer
+    /// unmaps before returning (or fences); the attachment puts it afterwards. No [`Memory`] of
+    /// the attachment exists at that point: it borrows the lock.
+    fn invalidate(&self, kept: Option<&MemoryDesc>);
 }
 
 /// The `struct dma_buf_attach_ops` of an importer type.
@@ -83,7 +82,12 @@ impl<T: Importer> ImporterVTable<T> {
         // `Attachment` keeps alive until after it is detached.
         let shared = unsafe { &*(*attach).importer_priv.cast::<Shared<T>>() };
 
-        shared.data.invalidate();
+        // SAFETY: The reservation lock, held by the caller, serialises all accesses to `kept`.
+        let kept = unsafe { *shared.kept.get() };
+        // SAFETY: `kept` is null or a description got on `attach` and not put yet; it is put
+        // below, after `invalidate` no longer borrows it.
+        let desc = (!kept.is_null()).then(|| unsafe { MemoryDesc::from_raw(kept) });
+        shared.data.invalidate(desc);
 
         // SAFETY: `shared` belongs to `attach`, and the reservation lock is held.
         unsafe { shared.put_kept(attach) };
@@ -102,72 +106,56 @@ impl<T: Importer> ImporterVTable<T> {
 }
 
 impl DmaBuf {
-    /// Attaches `dev` to the buffer as importer `T`, with `data` as the importer's state.
+    /// Attaches `dev` to the buffer as importer `T`, with `data` as the importer's state
+    /// (`dma_buf_dynamic_attach()`).
     ///
-    /// Fails with [`EOPNOTSUPP`] if the importer cannot handle the buffer's memory model or
-    /// private memory, or with the error of the exporter, which may refuse the device. The
-    /// reservation lock must not be held.
+    /// Fails with [`EOPNOTSUPP`] if the importer cannot handle the buffer, with [`ENODEV`] if the
+    /// importer's module is being unloaded, or with the exporter's error. The reservation lock
+    /// must not be held.
     ///
     /// # Examples
     ///
-    /// An importer that only handles pinned memory cannot attach to a buffer whose memory the
-    /// exporter may move:
-    ///
     /// ```
-    /// use kernel::{
-    ///     device::{
-    ///         Bound,
-    ///         Device, //
-    ///     },
-    ///     dma_buf::{
-    ///         self,
-    ///         ExportAttachment,
-    ///         Exporter,
-    ///         Importer,
-    ///         MemoryBuilder,
-    ///         Model,
-    ///         ModelSet, //
-    ///     },
-    ///     faux,
-    ///     page::{
-    ///         Page,
-    ///         PAGE_SIZE, //
-    ///     },
-    ///     prelude::*,
-    ///     sync::Arc, //
-    /// };
+    /// # use kernel::{device::{Bound, Device}, faux, page::{Page, PAGE_SIZE}, prelude::*};
+    /// # use kernel::sync::Arc;
+    /// use kernel::dma_buf::{self, BuiltMemory, Dynamic, ExportAttachment, Exporter, Importer};
+    /// use kernel::dma_buf::{MemoryBuilder, MemoryDesc, Model, ModelSet};
     ///
-    /// struct Movable {
-    ///     page: Page,
-    /// }
+    /// struct Movable;
     ///
     /// #[vtable]
     /// impl Exporter for Movable {
-    ///     const MODEL: Model = Model::Dynamic;
+    ///     type Model = Dynamic;
+    ///     type State = Page;
     ///
-    ///     fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-    ///         mem.alloc(1, 1, GFP_KERNEL)?;
-    ///         mem.cpu_chunk()?;
-    ///         mem.page(&self.page)
+    ///     fn get_memory<'a>(
+    ///         &'a self,
+    ///         page: &'a Page,
+    ///         _attach: &ExportAttachment,
+    ///         mem: MemoryBuilder<'a>,
+    ///     ) -> Result<BuiltMemory<'a>> {
+    ///         let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+    ///         draft.cpu_chunk()?;
+    ///         draft.page(page)?;
+    ///         Ok(draft.build())
     ///     }
     /// }
     ///
     /// struct PinnedOnly;
     ///
+    /// #[vtable]
     /// impl Importer for PinnedOnly {
     ///     const MODELS: ModelSet = ModelSet::PINNED;
     ///
-    ///     fn invalidate(&self) {}
+    ///     fn invalidate(&self, _kept: Option<&MemoryDesc>) {}
     /// }
     ///
-    /// let reg = faux::Registration::new(c"rust-dma-buf-attach", None)?;
-    /// let fdev: &faux::Device<Bound> = reg.as_ref();
-    /// let dev: &Device<Bound> = fdev.as_ref();
-    ///
-    /// let page = Page::alloc_page(GFP_KERNEL)?;
-    /// let exported = dma_buf::export(Movable { page }, PAGE_SIZE, 0)?;
+    /// # let reg = faux::Registration::new(c"rust-dma-buf-attach", None)?;
+    /// # let fdev: &faux::Device<Bound> = reg.as_ref();
+    /// # let dev: &Device<Bound> = fdev.as_ref();
+    /// let exported = dma_buf::export(Movable, Page::alloc_page(GFP_KERNEL)?, PAGE_SIZE, 0)?;
     /// let buf = exported.dma_buf();
-    /// assert_eq!(buf.model(), Model::Dynamic);
+    /// assert_eq!(buf.model(), Some(Model::Dynamic));
     ///
     /// let res = buf.attach(dev, Arc::new(PinnedOnly, GFP_KERNEL)?);
     /// assert_eq!(res.err(), Some(EOPNOTSUPP));
@@ -179,6 +167,7 @@ impl DmaBuf {
             "an importer must accept a memory model"
         );
 
+        let owner = this_module::<T::OwnerModule>();
         let shared = KBox::new(
             Shared {
                 data,
@@ -186,6 +175,13 @@ impl DmaBuf {
             },
             GFP_KERNEL,
         )?;
+
+        // SAFETY: `owner` is a valid module, or null for built-in code, which
+        // `try_module_get()` accepts.
+        if !unsafe { bindings::try_module_get(owner.as_ptr()) } {
+            return Err(ENODEV);
+        }
+        let owner = ModuleRef(owner);
 
         // SAFETY:
         // - `self` and `dev` are valid.
@@ -202,27 +198,52 @@ impl DmaBuf {
         let attach = NonNull::new(ptr).ok_or(EINVAL)?;
 
         // INVARIANT: `attach` was just attached to `self` with `shared` as importer data and the
-        // ops of `T`, and nothing was kept yet; the attachment holds references on the buffer and
-        // the device.
+        // ops of `T`, and nothing was kept yet; `owner` holds a reference on `T`'s module.
         Ok(Attachment {
             attach,
             buf: self.into(),
             _dev: dev.into(),
             shared,
+            _owner: owner,
         })
     }
+}
+
+/// A reference on a module, dropped with `module_put()`.
+///
+/// # Invariants
+///
+/// The reference was taken with a successful `try_module_get()`.
+struct ModuleRef(&'static ThisModule);
+
+impl Drop for ModuleRef {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant we own a reference on the module.
+        unsafe { bindings::module_put(self.0.as_ptr()) };
+    }
+}
+
+/// Returns the reference count of the module `M`, for tests of [`Attachment`]'s reference.
+#[doc(hidden)]
+pub fn module_refcount<M: ModuleMetadata>() -> i32 {
+    let module = this_module::<M>().as_ptr();
+    if module.is_null() {
+        return -1;
+    }
+    // SAFETY: `module` is the valid module of `M`, whose code is running.
+    unsafe { bindings::module_refcount(module) }
 }
 
 /// The importer data of an attachment, which its `importer_priv` points to.
 struct Shared<T> {
     data: Arc<T>,
-    /// The memory kept by [`Attachment::map_memory`], or null. Protected by the reservation lock
+    /// The memory kept by [`Attachment::keep_memory`], or null. Protected by the reservation lock
     /// of the buffer.
     kept: UnsafeCell<*mut bindings::dma_buf_memory>,
 }
 
 impl<T> Shared<T> {
-    /// Puts the memory kept by [`Attachment::map_memory`], if any.
+    /// Puts the memory kept by [`Attachment::keep_memory`], if any.
     ///
     /// # Safety
     ///
@@ -251,11 +272,15 @@ impl<T> Shared<T> {
 /// - `shared.kept` is null or memory got with `dma_buf_get_memory()` on `attach` and not put.
 /// - `_dev` is the attached device, kept alive for the exporter, which may use it while the
 ///   attachment exists.
+/// - `_owner` holds a reference on the module of `T`, dropped after the detach: the exporter
+///   cannot call into unloaded importer code.
 pub struct Attachment<T: Importer> {
     attach: NonNull<bindings::dma_buf_attachment>,
     buf: ARef<DmaBuf>,
     _dev: ARef<Device>,
     shared: KBox<Shared<T>>,
+    // Dropped last, after `drop()` detached.
+    _owner: ModuleRef,
 }
 
 // SAFETY: An attachment may be detached from any thread, and `T` is `Send + Sync`.
@@ -285,109 +310,65 @@ impl<T: Importer> Attachment<T> {
         self.attach.as_ptr()
     }
 
-    /// Gets the physical memory of the buffer.
+    /// Gets the physical memory of the buffer (`dma_buf_get_memory()`).
     ///
     /// `guard` must hold the reservation lock of the attachment's buffer, else this fails with
-    /// [`EINVAL`]. The returned [`Memory`] borrows `guard`: the addresses cannot be used after the
-    /// lock is released. Fails with [`EOPNOTSUPP`] if the exporter does not describe its memory,
-    /// [`ENODEV`] if it revoked the buffer, [`EINVAL`] if it returned an invalid description, or
-    /// with the exporter's error.
+    /// [`EINVAL`]. The [`Memory`] borrows `guard`, so the description is put before the lock is
+    /// dropped. Fails with [`EOPNOTSUPP`], [`ENODEV`] (revoked), [`EINVAL`] (broken
+    /// description) or the exporter's error.
     ///
     /// # Examples
     ///
     /// ```
-    /// use kernel::{
-    ///     device::{
-    ///         Bound,
-    ///         Device, //
-    ///     },
-    ///     dma_buf::{
-    ///         self,
-    ///         ChunkKind,
-    ///         ExportAttachment,
-    ///         Exporter,
-    ///         Importer,
-    ///         MemoryBuilder,
-    ///         Model,
-    ///         ModelSet, //
-    ///     },
-    ///     faux,
-    ///     io::PhysAddr,
-    ///     page::{
-    ///         Page,
-    ///         PAGE_SIZE, //
-    ///     },
-    ///     prelude::*,
-    ///     sync::Arc, //
-    /// };
+    /// # use kernel::{device::{Bound, Device}, faux, page::{Page, PAGE_SIZE}, prelude::*};
+    /// # use kernel::sync::Arc;
+    /// use kernel::dma_buf::{self, BuiltMemory, ChunkKind, ExportAttachment, Exporter, Importer};
+    /// use kernel::dma_buf::{MemoryBuilder, MemoryDesc, ModelSet, Pinned};
     ///
     /// // Exports two pages, in two ranges of one chunk.
-    /// struct TwoPages {
-    ///     pages: [Page; 2],
-    /// }
+    /// struct TwoPages([Page; 2]);
     ///
     /// #[vtable]
     /// impl Exporter for TwoPages {
-    ///     const MODEL: Model = Model::Pinned;
+    ///     type Model = Pinned;
+    ///     type State = ();
     ///
-    ///     fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-    ///         mem.alloc(1, 2, GFP_KERNEL)?;
-    ///         mem.cpu_chunk()?;
-    ///         for page in &self.pages {
-    ///             mem.page(page)?;
-    ///         }
-    ///         Ok(())
+    ///     fn get_memory<'a>(
+    ///         &'a self,
+    ///         _state: &'a (),
+    ///         _attach: &ExportAttachment,
+    ///         mem: MemoryBuilder<'a>,
+    ///     ) -> Result<BuiltMemory<'a>> {
+    ///         let mut draft = mem.alloc(1, 2, GFP_KERNEL)?;
+    ///         draft.cpu_chunk()?;
+    ///         self.0.iter().try_for_each(|page| draft.page(page))?;
+    ///         Ok(draft.build())
     ///     }
     /// }
     ///
     /// struct Probe;
     ///
+    /// #[vtable]
     /// impl Importer for Probe {
     ///     const MODELS: ModelSet = ModelSet::PINNED;
     ///
-    ///     fn invalidate(&self) {}
+    ///     fn invalidate(&self, _kept: Option<&MemoryDesc>) {}
     /// }
     ///
-    /// let reg = faux::Registration::new(c"rust-dma-buf-get-memory", None)?;
-    /// let fdev: &faux::Device<Bound> = reg.as_ref();
-    /// let dev: &Device<Bound> = fdev.as_ref();
-    ///
+    /// # let reg = faux::Registration::new(c"rust-dma-buf-get-memory", None)?;
+    /// # let fdev: &faux::Device<Bound> = reg.as_ref();
+    /// # let dev: &Device<Bound> = fdev.as_ref();
     /// let pages = [Page::alloc_page(GFP_KERNEL)?, Page::alloc_page(GFP_KERNEL)?];
-    /// let exported = dma_buf::export(TwoPages { pages }, 2 * PAGE_SIZE, 0)?;
+    /// let exported = dma_buf::export(TwoPages(pages), (), 2 * PAGE_SIZE, 0)?;
     /// let buf = exported.dma_buf();
     /// let attachment = buf.attach(dev, Arc::new(Probe, GFP_KERNEL)?)?;
     ///
     /// let guard = buf.lock();
     /// let mem = attachment.get_memory(&guard)?;
     /// assert_eq!(mem.size(), 2 * PAGE_SIZE);
-    /// assert_eq!(mem.chunks().len(), 1);
-    ///
     /// let chunk = &mem.chunks()[0];
-    /// assert_eq!(chunk.kind(), ChunkKind::Cpu);
-    /// assert!(!chunk.is_private());
-    /// assert!(chunk.provider().is_none());
-    /// assert_eq!(chunk.size(), 2 * PAGE_SIZE);
-    ///
-    /// let ranges = chunk.ranges();
-    /// assert_eq!(ranges.len(), 2);
-    /// for range in ranges {
-    ///     assert_eq!(range.len, PAGE_SIZE);
-    ///     assert_eq!(range.paddr % PAGE_SIZE as PhysAddr, 0);
-    /// }
-    /// assert_ne!(ranges[0].paddr, ranges[1].paddr);
-    /// drop(mem);
-    /// drop(guard);
-    ///
-    /// // A guard of another buffer does not hold the right lock.
-    /// let other = dma_buf::export(
-    ///     TwoPages {
-    ///         pages: [Page::alloc_page(GFP_KERNEL)?, Page::alloc_page(GFP_KERNEL)?],
-    ///     },
-    ///     2 * PAGE_SIZE,
-    ///     0,
-    /// )?;
-    /// let other_guard = other.dma_buf().lock();
-    /// assert_eq!(attachment.get_memory(&other_guard).err(), Some(EINVAL));
+    /// assert!(matches!(chunk.kind(), ChunkKind::Cpu));
+    /// assert_eq!(chunk.ranges().len(), 2);
     /// # Ok::<(), Error>(())
     /// ```
     pub fn get_memory<'a>(&'a self, guard: &'a ResvGuard<'_>) -> Result<Memory<'a>> {
@@ -409,15 +390,12 @@ impl<T: Importer> Attachment<T> {
 
     /// Gets the physical memory of the buffer and keeps it until the importer is invalidated.
     ///
-    /// This is for importers that map the ranges into page tables that outlive the reservation
-    /// lock, such as IOMMU or second stage MMU page tables. The first call gets the memory from
-    /// the exporter; later calls return the same memory until [`Importer::invalidate`] was
-    /// called, after which the attachment puts it and the next call gets it again. The memory is
-    /// also put by [`Attachment::unmap_memory`] and when the attachment is dropped.
-    ///
-    /// `guard` must hold the reservation lock of the attachment's buffer, else this fails with
-    /// [`EINVAL`]; the returned description borrows it. Fails like [`Attachment::get_memory`].
-    pub fn map_memory<'a>(&'a self, guard: &'a ResvGuard<'_>) -> Result<&'a MemoryDesc> {
+    /// For importers that map the ranges into page tables that outlive the reservation lock
+    /// (IOMMU, second stage MMU). Later calls return the kept description until
+    /// [`Importer::invalidate`], which gets it to unmap, after which the attachment puts it.
+    /// [`Attachment::put_kept_memory`] and dropping the attachment put it too. `guard` must hold
+    /// the reservation lock of the attachment's buffer, else this fails with [`EINVAL`].
+    pub fn keep_memory<'a>(&'a self, guard: &'a ResvGuard<'_>) -> Result<&'a MemoryDesc> {
         if !guard.holds(&self.buf) {
             return Err(EINVAL);
         }
@@ -442,17 +420,15 @@ impl<T: Importer> Attachment<T> {
 
         // SAFETY: The kept memory was returned by `dma_buf_get_memory()`. It is only put with the
         // reservation lock held: by the invalidate callback and `drop`, which cannot run while
-        // `guard` holds the lock and `self` is borrowed, and by `unmap_memory`, which needs `guard`
-        // borrowed mutably.
+        // `guard` holds the lock and `self` is borrowed, and by `put_kept_memory`, which needs
+        // `guard` borrowed mutably.
         Ok(unsafe { MemoryDesc::from_raw(*kept) })
     }
 
-    /// Puts the memory kept by [`Attachment::map_memory`], if any.
-    ///
-    /// The importer must have removed the ranges from its page tables and stopped its DMA to
-    /// them. `guard` must hold the reservation lock of the attachment's buffer, else this fails
+    /// Puts the memory kept by [`Attachment::keep_memory`], if any, once the importer unmapped
+    /// it. `guard` must hold the reservation lock of the attachment's buffer, else this fails
     /// with [`EINVAL`].
-    pub fn unmap_memory(&self, guard: &mut ResvGuard<'_>) -> Result {
+    pub fn put_kept_memory(&self, guard: &mut ResvGuard<'_>) -> Result {
         if !guard.holds(&self.buf) {
             return Err(EINVAL);
         }

@@ -31,8 +31,9 @@ use core::{
 
 /// A range of physical memory: `len` bytes at CPU physical address `paddr`.
 ///
-/// This is the Rust view of a C `struct phys_vec`; slices of either can be viewed as the other.
-/// In a [`Memory`], `paddr` and `len` are page aligned and `len` is not zero.
+/// The Rust view of a C `struct phys_vec`. In a [`Memory`], `paddr` and `len` are page aligned
+/// and `len` is not zero. It is a copy of two numbers: nothing ties a copy to the description it
+/// came from, so using one after the description is put is the importer's contract to keep.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct PhysVec {
@@ -82,38 +83,6 @@ impl P2pProvider {
         self.0.get()
     }
 
-    /// Returns the provider of the memory BAR `bar` of `pdev`.
-    ///
-    /// The provider lives until the driver is unbound from `pdev`: an exporter that describes
-    /// the BAR to importers must revoke its dma-bufs before its `remove` returns. Fails with
-    /// [`EINVAL`] if `bar` is not a memory BAR.
-    #[cfg(all(CONFIG_PCI, CONFIG_PCI_P2PDMA))]
-    pub fn of_bar<'a>(
-        pdev: &'a crate::pci::Device<crate::device::Bound>,
-        bar: u32,
-    ) -> Result<&'a Self> {
-        if bar >= bindings::PCI_STD_NUM_BARS {
-            return Err(EINVAL);
-        }
-        let bar = c_int::try_from(bar)?;
-        let dev: &Device<crate::device::Bound> = pdev.as_ref();
-
-        // SAFETY: `dev` is the `dev` field of the `struct pci_dev` that `pdev` wraps.
-        let raw = unsafe { crate::container_of!(dev.as_raw(), bindings::pci_dev, dev) };
-
-        // SAFETY: `raw` is a valid PCI device bound to a driver, as `pcim_p2pdma_init()` requires
-        // to register its device-managed state.
-        to_result(unsafe { bindings::pcim_p2pdma_init(raw) })?;
-
-        // SAFETY: `raw` is valid, its P2P state was set up above, and `bar` is a standard BAR.
-        let provider = unsafe { bindings::pcim_p2pdma_provider(raw, bar) };
-        let provider = NonNull::new(provider).ok_or(EINVAL)?;
-
-        // SAFETY: The provider is device-managed state of `pdev`, released when the driver is
-        // unbound, which cannot happen while `pdev` is borrowed as bound for `'a`.
-        Ok(unsafe { Self::from_raw(provider.as_ptr()) })
-    }
-
     /// Returns the PCI device whose BAR this provider describes.
     #[inline]
     pub fn owner(&self) -> &Device {
@@ -138,13 +107,19 @@ impl PartialEq for P2pProvider {
 
 impl Eq for P2pProvider {}
 
-/// The kind of memory a [`Chunk`] describes.
+impl core::fmt::Debug for P2pProvider {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "P2pProvider({:p})", self.as_raw())
+    }
+}
+
+/// The kind of memory a [`Chunk`] describes (`enum dma_buf_chunk_kind`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum ChunkKind {
-    /// System memory with `struct page`s; the chunk has no provider.
+pub enum ChunkKind<'a> {
+    /// System memory with `struct page`s.
     Cpu,
-    /// PCI MMIO of the chunk's [`P2pProvider`]; no `struct page`s, to be mapped uncached.
-    P2pMmio,
+    /// PCI MMIO of a BAR, without `struct page`s.
+    P2pMmio(&'a P2pProvider),
 }
 
 /// Physical ranges sharing one kind of memory and one provider.
@@ -158,13 +133,15 @@ pub enum ChunkKind {
 pub struct Chunk(bindings::dma_buf_chunk);
 
 impl Chunk {
-    /// Returns the kind of memory of the chunk.
-    pub fn kind(&self) -> ChunkKind {
-        match self.0.kind {
-            bindings::dma_buf_chunk_kind_DMA_BUF_CHUNK_P2P_MMIO => ChunkKind::P2pMmio,
-            // By the type invariant the kind is known, so this is `DMA_BUF_CHUNK_CPU`.
-            _ => ChunkKind::Cpu,
-        }
+    /// Returns the kind of memory of the chunk, with the provider of PCI MMIO.
+    pub fn kind(&self) -> ChunkKind<'_> {
+        let Some(provider) = NonNull::new(self.0.provider) else {
+            return ChunkKind::Cpu;
+        };
+
+        // SAFETY: By the type invariant a chunk has a provider if and only if it is PCI MMIO, and
+        // the provider is valid while the chunk is.
+        ChunkKind::P2pMmio(unsafe { P2pProvider::from_raw(provider.as_ptr()) })
     }
 
     /// Returns whether the memory is private: not accessible to the host CPU.
@@ -174,14 +151,6 @@ impl Chunk {
     /// [`Importer::ALLOW_PRIVATE`]: super::Importer::ALLOW_PRIVATE
     pub fn is_private(&self) -> bool {
         self.0.flags & bindings::DMA_BUF_CHUNK_PRIVATE != 0
-    }
-
-    /// Returns the provider of PCI MMIO chunks, [`None`] for CPU memory.
-    pub fn provider(&self) -> Option<&P2pProvider> {
-        let provider = NonNull::new(self.0.provider)?;
-
-        // SAFETY: By the type invariant a non-null provider is valid while the chunk is.
-        Some(unsafe { P2pProvider::from_raw(provider.as_ptr()) })
     }
 
     /// Returns the physical ranges of the chunk, in buffer order.
@@ -204,12 +173,11 @@ impl Chunk {
     }
 
     /// Returns the pages of a [`ChunkKind::Cpu`] chunk, in buffer order, or [`EINVAL`] for PCI
-    /// MMIO, which has no `struct page`s.
+    /// MMIO (the Rust counterpart of C's `dma_buf_chunk_bvec()`).
     ///
-    /// This is the Rust counterpart of C's `dma_buf_chunk_bvec()`. The pages borrow the chunk,
-    /// so they cannot outlive the description, and with it the reservation lock or the
-    /// importer's mapping. A range whose address has no `struct page` (an exporter that
-    /// described something other than system memory as CPU memory) ends the iteration with
+    /// The pages borrow the chunk, so they cannot outlive the description. Only what
+    /// [`BorrowedPage`] stands for is handed out: a page of an address without a `struct page`,
+    /// of `ZONE_DEVICE` memory or a tail page of a compound page ends the iteration with
     /// [`EFAULT`].
     pub fn pages(&self) -> Result<impl Iterator<Item = Result<BorrowedPage<'_>>> + '_> {
         if self.kind() != ChunkKind::Cpu {
@@ -219,24 +187,45 @@ impl Chunk {
             // The core checked that ranges are page aligned and do not wrap.
             (0..range.len / PAGE_SIZE).map(move |i| {
                 let paddr = range.paddr + (i * PAGE_SIZE) as PhysAddr;
-                // SAFETY: `dma_buf_phys_to_page()` only computes a pointer; it returns NULL for
-                // an address without a `struct page`.
-                let page =
-                    NonNull::new(unsafe { bindings::dma_buf_phys_to_page(paddr) }).ok_or(EFAULT)?;
-                // SAFETY: The page belongs to a CPU chunk, whose memory the exporter keeps valid
-                // for as long as the description, which the returned page borrows.
-                Ok(unsafe { BorrowedPage::from_raw(page) })
+                page_of(paddr).ok_or(EFAULT)
             })
         }))
     }
 }
 
+/// Returns the page at `paddr` if it is an order-0 or head page of ordinary memory.
+fn page_of<'a>(paddr: PhysAddr) -> Option<BorrowedPage<'a>> {
+    // CAST: A page frame number of a physical address fits in an `unsigned long`.
+    let pfn = (paddr >> crate::page::PAGE_SHIFT) as c_ulong;
+
+    // SAFETY: `pfn_valid()` accepts any page frame number.
+    if unsafe { bindings::pfn_valid(pfn) } == 0 {
+        return None;
+    }
+    // SAFETY: `pfn` is valid, so it has a `struct page`.
+    let page = NonNull::new(unsafe { bindings::pfn_to_page(pfn) })?;
+
+    // SAFETY: `page` is a valid `struct page`.
+    let unusual = unsafe {
+        bindings::is_zone_device_page(page.as_ptr()) || bindings::PageTail(page.as_ptr())
+    };
+    if unusual {
+        return None;
+    }
+
+    // SAFETY: The page is ordinary memory of a CPU chunk, which the exporter keeps for as long
+    // as the description that the caller borrows for `'a` (`Exporter::get_memory` describes
+    // pages it borrows from its state for as long as importers use the description, or promises
+    // as much with `MemoryDraft::range`).
+    Some(unsafe { BorrowedPage::from_raw(page) })
+}
+
 /// A description of the physical memory of a dma-buf: its chunks, in buffer order.
 ///
-/// Importers see it through a [`Memory`] or [`Attachment::map_memory`], both of which keep the
+/// Importers see it through a [`Memory`] or [`Attachment::keep_memory`], both of which keep the
 /// reservation lock of the buffer borrowed for as long as the description is.
 ///
-/// [`Attachment::map_memory`]: super::Attachment::map_memory
+/// [`Attachment::keep_memory`]: super::Attachment::keep_memory
 ///
 /// # Invariants
 ///
@@ -291,17 +280,13 @@ impl MemoryDesc {
 
 /// The physical memory of a dma-buf, as one importer got it with [`Attachment::get_memory`].
 ///
-/// It borrows both the attachment and the [`ResvGuard`] it was obtained under: the addresses are
-/// valid for as long as it exists, because the exporter can only take the memory back while
-/// holding the reservation lock. Dropping it releases it with `dma_buf_put_memory()`, which tells
-/// the exporter that the importer no longer uses the ranges. Importers that keep using the
-/// ranges after dropping the lock, such as in IOMMU or MMU page tables, use
-/// [`Attachment::map_memory`] instead.
-///
-/// The description is read through [`MemoryDesc`], which [`Memory`] dereferences to.
+/// It borrows the attachment and the [`ResvGuard`] it was got under: the description is put
+/// (`dma_buf_put_memory()`) when it is dropped, before the lock can be. Importers that keep
+/// using the ranges after the lock is dropped use [`Attachment::keep_memory`] instead. It
+/// dereferences to [`MemoryDesc`].
 ///
 /// [`Attachment::get_memory`]: super::Attachment::get_memory
-/// [`Attachment::map_memory`]: super::Attachment::map_memory
+/// [`Attachment::keep_memory`]: super::Attachment::keep_memory
 /// [`ResvGuard`]: super::ResvGuard
 ///
 /// # Invariants
@@ -355,34 +340,23 @@ impl Drop for Memory<'_> {
     }
 }
 
-/// Builds the memory description an exporter returns from [`Exporter::get_memory`].
+/// What [`Exporter::get_memory`] gets to describe the memory with: it either allocates a
+/// [`MemoryDraft`] and builds it, or shares a [`SharedMemory`]. Either way it returns the
+/// [`BuiltMemory`] that proves it described something; a second allocation, or a change to a
+/// shared description, cannot be written.
 ///
-/// Allocate room once with [`MemoryBuilder::alloc`], then add chunks and their ranges in buffer
-/// order: a chunk with [`MemoryBuilder::cpu_chunk`] or one of its variants, then its ranges with
-/// [`MemoryBuilder::range`] or [`MemoryBuilder::page`]. Every method returns the error of the C
-/// builder; when [`Exporter::get_memory`] fails, what was built is freed.
-///
-/// An exporter whose ranges do not change between calls builds them once, as a
-/// [`SharedMemory`], and answers with [`MemoryBuilder::share`] instead.
-///
-/// The described memory must stay valid until the importer puts it or is invalidated: a
-/// [`Model::Pinned`] exporter keeps it for the lifetime of the buffer, the others until they
-/// revoke or move it through [`Exported`].
+/// Whatever is described must stay valid for `'a`, the borrow of the exporter state the builder
+/// was handed with: [`MemoryDraft::page`] and [`MemoryBuilder::share`] take what they describe
+/// borrowed for `'a`, so safe code can only describe memory the exporter state owns. Describing
+/// an arbitrary address, [`MemoryDraft::range`], is `unsafe`.
 ///
 /// [`Exporter::get_memory`]: super::Exporter::get_memory
-/// [`Model::Pinned`]: super::Model::Pinned
-/// [`Exported`]: super::Exported
-///
-/// # Invariants
-///
-/// `mem` is either null or a `struct dma_buf_memory` of which the builder owns one reference:
-/// one the builder allocated with `dma_buf_memory_alloc()`, which no one else references, or the
-/// sealed description of a [`SharedMemory`], which the C builder refuses to change.
-pub struct MemoryBuilder {
-    mem: *mut bindings::dma_buf_memory,
+pub struct MemoryBuilder<'a> {
+    // Invariant in `'a`: a builder cannot be passed off as one of a shorter or longer borrow.
+    _p: PhantomData<fn(&'a ()) -> &'a ()>,
 }
 
-impl MemoryBuilder {
+impl<'a> MemoryBuilder<'a> {
     /// The most chunks a description may have.
     pub const MAX_CHUNKS: u32 = bindings::DMA_BUF_MEMORY_MAX_CHUNKS;
 
@@ -390,21 +364,15 @@ impl MemoryBuilder {
     pub const MAX_RANGES: u32 = bindings::DMA_BUF_MEMORY_MAX_RANGES;
 
     pub(super) fn new() -> Self {
-        // INVARIANT: `mem` is null.
-        Self {
-            mem: ptr::null_mut(),
-        }
+        Self { _p: PhantomData }
     }
 
-    /// Allocates room for `max_chunks` chunks and `max_ranges` ranges in all chunks together.
+    /// Allocates a description of at most `max_chunks` chunks and `max_ranges` ranges in all
+    /// chunks together (`dma_buf_memory_alloc()`).
     ///
-    /// Fails with [`EINVAL`] if a limit is zero or above [`MemoryBuilder::MAX_CHUNKS`] or
-    /// [`MemoryBuilder::MAX_RANGES`], [`EBUSY`] if room was already allocated or a
-    /// [`SharedMemory`] was shared, and [`ENOMEM`].
-    pub fn alloc(&mut self, max_chunks: u32, max_ranges: u32, flags: Flags) -> Result {
-        if !self.mem.is_null() {
-            return Err(EBUSY);
-        }
+    /// Fails with [`EINVAL`] for a limit of zero or above [`MemoryBuilder::MAX_CHUNKS`] or
+    /// [`MemoryBuilder::MAX_RANGES`].
+    pub fn alloc(self, max_chunks: u32, max_ranges: u32, flags: Flags) -> Result<MemoryDraft<'a>> {
         if !(1..=Self::MAX_CHUNKS).contains(&max_chunks)
             || !(1..=Self::MAX_RANGES).contains(&max_ranges)
         {
@@ -413,30 +381,58 @@ impl MemoryBuilder {
 
         // SAFETY: `dma_buf_memory_alloc()` has no preconditions; it returns NULL on failure.
         let mem = unsafe { bindings::dma_buf_memory_alloc(max_chunks, max_ranges, flags.as_raw()) };
-        if mem.is_null() {
-            return Err(ENOMEM);
-        }
 
-        // INVARIANT: `mem` was just allocated, with the one reference the builder now owns, and
-        // was null before, so nothing leaks and nothing was shared.
-        self.mem = mem;
-        Ok(())
+        // INVARIANT: `mem` was just allocated, with the one reference the draft now owns; it has
+        // no ranges yet.
+        Ok(MemoryDraft {
+            mem: NonNull::new(mem).ok_or(ENOMEM)?,
+            _p: PhantomData,
+        })
     }
 
+    /// Answers with the description of `shared`, borrowed for `'a`, instead of building one
+    /// (`dma_buf_memory_share()`).
+    pub fn share<O: Send + Sync>(self, shared: &'a SharedMemory<O>) -> BuiltMemory<'a> {
+        // SAFETY: By the type invariants of `SharedMemory` its description is valid while
+        // `shared` holds its reference, and sealed. It returns its argument.
+        unsafe { bindings::dma_buf_memory_share(shared.mem.as_ptr()) };
+
+        // INVARIANT: We own the reference that `dma_buf_memory_share()` took, to the sealed
+        // description of a `SharedMemory`, whose memory `shared` keeps valid while it is
+        // borrowed, for `'a`.
+        BuiltMemory {
+            mem: shared.mem,
+            _p: PhantomData,
+        }
+    }
+}
+
+/// A description being built: chunks and their ranges, in buffer order.
+///
+/// Every method returns the error of the C builder; dropping the draft frees it.
+///
+/// # Invariants
+///
+/// - `mem` is a `struct dma_buf_memory` from `dma_buf_memory_alloc()` of which the draft owns
+///   the only reference.
+/// - Every range of `mem` is memory that stays valid for `'a`.
+pub struct MemoryDraft<'a> {
+    mem: NonNull<bindings::dma_buf_memory>,
+    _p: PhantomData<fn(&'a ()) -> &'a ()>,
+}
+
+impl<'a> MemoryDraft<'a> {
     fn add_chunk(
         &mut self,
         provider: *mut bindings::p2pdma_provider,
         kind: bindings::dma_buf_chunk_kind,
         flags: u32,
     ) -> Result {
-        if self.mem.is_null() {
-            return Err(EINVAL);
-        }
-
-        // SAFETY: By the type invariant `mem` is a valid description the builder holds a reference
-        // to: its own, or a sealed one, which the C builder refuses with `EBUSY` without writing
-        // to it. The C builder checks `provider`, `kind` and `flags` against each other.
-        to_result(unsafe { bindings::dma_buf_memory_add_chunk(self.mem, provider, kind, flags) })
+        // SAFETY: By the type invariant `mem` is a valid description only the draft references.
+        // The C builder checks `provider`, `kind` and `flags` against each other.
+        to_result(unsafe {
+            bindings::dma_buf_memory_add_chunk(self.mem.as_ptr(), provider, kind, flags)
+        })
     }
 
     /// Starts a chunk of CPU memory.
@@ -448,9 +444,8 @@ impl MemoryBuilder {
         )
     }
 
-    /// Starts a chunk of CPU memory that the host CPU cannot access.
-    ///
-    /// Only valid for exporters with [`Exporter::PRIVATE`].
+    /// Starts a chunk of private CPU memory (`DMA_BUF_CHUNK_PRIVATE`), for exporters with
+    /// [`Exporter::PRIVATE`].
     ///
     /// [`Exporter::PRIVATE`]: super::Exporter::PRIVATE
     pub fn private_cpu_chunk(&mut self) -> Result {
@@ -461,18 +456,8 @@ impl MemoryBuilder {
         )
     }
 
-    /// Starts a chunk of PCI MMIO of `provider`.
-    ///
-    /// Only valid for importers that allow peer-to-peer, see [`ExportAttachment::peer2peer`].
-    ///
-    /// [`ExportAttachment::peer2peer`]: super::ExportAttachment::peer2peer
-    ///
-    /// # Safety
-    ///
-    /// `provider` must stay valid until the importer puts the memory or is invalidated: for a
-    /// provider from [`P2pProvider::of_bar`], the exporter must revoke the buffer before the
-    /// driver is unbound. For a [`SharedMemory`], that is every importer it is shared with.
-    pub unsafe fn p2p_chunk(&mut self, provider: &P2pProvider) -> Result {
+    /// Starts a chunk of PCI MMIO of `provider`, which stays valid for `'a`.
+    pub(super) fn p2p_chunk(&mut self, provider: &'a P2pProvider) -> Result {
         self.add_chunk(
             provider.as_raw(),
             bindings::dma_buf_chunk_kind_DMA_BUF_CHUNK_P2P_MMIO,
@@ -480,237 +465,234 @@ impl MemoryBuilder {
         )
     }
 
-    /// Starts a chunk of PCI MMIO of `provider` that the host CPU cannot access.
-    ///
-    /// Only valid for exporters with [`Exporter::PRIVATE`], and importers that allow
-    /// peer-to-peer.
-    ///
-    /// [`Exporter::PRIVATE`]: super::Exporter::PRIVATE
-    ///
-    /// # Safety
-    ///
-    /// The same as for [`MemoryBuilder::p2p_chunk`].
-    pub unsafe fn private_p2p_chunk(&mut self, provider: &P2pProvider) -> Result {
-        self.add_chunk(
-            provider.as_raw(),
-            bindings::dma_buf_chunk_kind_DMA_BUF_CHUNK_P2P_MMIO,
-            bindings::DMA_BUF_CHUNK_PRIVATE,
-        )
-    }
-
     /// Adds `len` bytes at `paddr` to the last chunk.
     ///
     /// Fails with [`EINVAL`] if there is no chunk yet or the range is empty, not page aligned or
-    /// wraps around, with [`ENOSPC`] if there is no room left, and with [`EBUSY`] if a
-    /// [`SharedMemory`] was shared.
-    pub fn range(&mut self, paddr: PhysAddr, len: usize) -> Result {
-        if self.mem.is_null() {
-            return Err(EINVAL);
-        }
-
-        // SAFETY: By the type invariant `mem` is a valid description the builder holds a reference
-        // to: its own, or a sealed one, which the C builder refuses with `EBUSY` without writing
-        // to it.
-        to_result(unsafe { bindings::dma_buf_memory_add_range(self.mem, paddr, len) })
+    /// wraps around, and with [`ENOSPC`] if there is no room left.
+    ///
+    /// # Safety
+    ///
+    /// Unless this returns an error, the memory must stay valid for `'a`, that is for as long as
+    /// importers may use the description (until they put it or are invalidated), and be of the
+    /// kind of the chunk: RAM with `struct page`s that the exporter owns for a CPU chunk, MMIO
+    /// of the chunk's provider for PCI MMIO.
+    pub unsafe fn range(&mut self, paddr: PhysAddr, len: usize) -> Result {
+        // INVARIANT: By the safety requirements the range stays valid for `'a`.
+        // SAFETY: By the type invariant `mem` is a valid description only the draft references.
+        to_result(unsafe { bindings::dma_buf_memory_add_range(self.mem.as_ptr(), paddr, len) })
     }
 
-    /// Adds the memory of `page` to the last chunk.
-    ///
-    /// The exporter must keep the page allocated for as long as importers may use it.
-    pub fn page(&mut self, page: &Page) -> Result {
+    /// Adds the memory of `page`, borrowed for `'a`, to the last chunk.
+    pub fn page(&mut self, page: &'a Page) -> Result {
         // SAFETY: `page.as_ptr()` is a valid `struct page`.
         let paddr = unsafe { bindings::page_to_phys(page.as_ptr()) };
-        self.range(paddr, PAGE_SIZE)
+
+        // SAFETY: `page` is RAM with a `struct page`, allocated for as long as it is borrowed,
+        // which is `'a`; a [`Page`] owns its page, so the exporter state owns it.
+        unsafe { self.range(paddr, PAGE_SIZE) }
     }
 
-    /// Answers with the description of `shared` instead of building one.
-    ///
-    /// The importer gets the very description `shared` holds, with a reference of its own: it
-    /// is sealed, so the core only checks what depends on the importer. Afterwards the builder
-    /// refuses to change it: [`MemoryBuilder::alloc`], the chunk methods and
-    /// [`MemoryBuilder::range`] fail with [`EBUSY`].
-    ///
-    /// Fails with [`EBUSY`] if the builder already holds a description.
-    pub fn share(&mut self, shared: &SharedMemory) -> Result {
-        if !self.mem.is_null() {
-            return Err(EBUSY);
+    /// Finishes the description. The core checks it before any importer sees it.
+    pub fn build(self) -> BuiltMemory<'a> {
+        let mem = self.mem;
+        core::mem::forget(self);
+
+        // INVARIANT: The draft's reference, to a description of memory valid for `'a`, is the
+        // built description's now.
+        BuiltMemory {
+            mem,
+            _p: PhantomData,
         }
-
-        // INVARIANT: The builder owns the reference that `dma_buf_memory_share()` takes, to the
-        // sealed description of a `SharedMemory`.
-        // SAFETY: By the type invariants of `SharedMemory` its description is valid while
-        // `shared` holds its reference, and sealed.
-        self.mem = unsafe { bindings::dma_buf_memory_share(shared.mem.as_ptr()) };
-        Ok(())
-    }
-
-    /// Returns the description built or shared, still owned by the builder, or fails with
-    /// [`EINVAL`] if there is none.
-    pub(super) fn built(&self) -> Result<NonNull<bindings::dma_buf_memory>> {
-        NonNull::new(self.mem).ok_or(EINVAL)
-    }
-
-    /// Takes the reference to the description out of the builder, or fails with [`EINVAL`] if
-    /// there is none.
-    pub(super) fn take(&mut self) -> Result<NonNull<bindings::dma_buf_memory>> {
-        let mem = NonNull::new(self.mem).ok_or(EINVAL)?;
-
-        // INVARIANT: The caller owns the reference now.
-        self.mem = ptr::null_mut();
-        Ok(mem)
     }
 }
 
-impl Drop for MemoryBuilder {
+impl Drop for MemoryDraft<'_> {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant `mem` is null or a description of which the builder owns
-        // a reference; `dma_buf_memory_free()` accepts both, and drops the reference.
-        unsafe { bindings::dma_buf_memory_free(self.mem) };
+        // SAFETY: By the type invariant the draft owns a reference to `mem`.
+        unsafe { bindings::dma_buf_memory_free(self.mem.as_ptr()) };
     }
 }
 
-/// A memory description built once and shared by every [`Exporter::get_memory`].
-///
-/// An exporter whose ranges do not change between calls, such as one describing a PCI BAR or
-/// pages it keeps for the lifetime of the buffer, builds the description once with
-/// [`SharedMemory::new`] and answers every [`Exporter::get_memory`] with
-/// [`MemoryBuilder::share`]: no allocation, and the core checks in constant time only what
-/// depends on the importer. A [`Model::Dynamic`] exporter that moves its memory builds a
-/// new one and replaces the old one in [`Exported::move_memory`]; importers still holding the
-/// old description keep it alive until they put it.
-///
-/// [`SharedMemory::new`] seals the description (`dma_buf_memory_seal()`): it checks it as the
-/// core checks what [`Exporter::get_memory`] returns, so a broken description is an error of
-/// [`SharedMemory::new`] rather than of an importer's get, and makes it read-only. Nothing writes
-/// to it afterwards, not even the core, and a [`MemoryBuilder`] holding it refuses to; so it may
-/// also be shared between buffers.
-///
-/// Dropping it drops the exporter's reference; the description is freed with the last
-/// reference, which may sleep.
+/// A description that [`MemoryDraft::build`] built or [`MemoryBuilder::share`] shared: what
+/// [`Exporter::get_memory`] returns. It has no method that changes it.
 ///
 /// [`Exporter::get_memory`]: super::Exporter::get_memory
-/// [`Model::Dynamic`]: super::Model::Dynamic
-/// [`Exported::move_memory`]: super::Exported::move_memory
 ///
 /// # Invariants
 ///
-/// `mem` is a sealed `struct dma_buf_memory` from `dma_buf_memory_alloc()`, of which `self` owns
-/// one reference. Nothing writes to it: it is sealed, and the only builders that reference it
-/// hold it through [`MemoryBuilder::share`] and refuse to change it.
+/// `mem` is a `struct dma_buf_memory` of which `self` owns one reference: one that no one else
+/// references, or a sealed one, which no one writes to. What it describes stays valid for `'a`.
+#[must_use = "the description is freed when dropped"]
+pub struct BuiltMemory<'a> {
+    mem: NonNull<bindings::dma_buf_memory>,
+    _p: PhantomData<fn(&'a ()) -> &'a ()>,
+}
+
+impl BuiltMemory<'_> {
+    /// Returns the description, still owned by `self`.
+    pub(super) fn as_ptr(&self) -> *mut bindings::dma_buf_memory {
+        self.mem.as_ptr()
+    }
+
+    /// Hands the reference to the description to the caller.
+    pub(super) fn into_raw(self) -> NonNull<bindings::dma_buf_memory> {
+        let mem = self.mem;
+        core::mem::forget(self);
+        mem
+    }
+}
+
+impl Drop for BuiltMemory<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `self` owns a reference to `mem`.
+        unsafe { bindings::dma_buf_memory_free(self.mem.as_ptr()) };
+    }
+}
+
+/// A sealed memory description built once and shared by every [`Exporter::get_memory`]
+/// (`dma_buf_memory_seal()`, `dma_buf_memory_share()`), with `O`, what it describes.
+///
+/// [`SharedMemory::new`] takes the memory it describes, `O` (for instance the pages), and keeps
+/// it at a fixed address until it is dropped, after its own reference to the description; the
+/// builder borrows it, so the description can only refer to memory that lives as long.
+///
+/// [`Exporter::get_memory`]: super::Exporter::get_memory
+///
+/// # Invariants
+///
+/// - `mem` is a sealed `struct dma_buf_memory` from `dma_buf_memory_alloc()`, of which `self`
+///   owns one reference. Nothing writes to it: it is sealed, and the only builders that reference
+///   it hold it as a [`BuiltMemory`], which has no method that changes it.
+/// - The memory it describes stays valid while `owner` does.
 ///
 /// # Examples
 ///
 /// ```
-/// use kernel::{
-///     device::{
-///         Bound,
-///         Device, //
-///     },
-///     dma_buf::{
-///         self,
-///         ExportAttachment,
-///         Exporter,
-///         Importer,
-///         MemoryBuilder,
-///         Model,
-///         ModelSet,
-///         SharedMemory, //
-///     },
-///     faux,
-///     page::{
-///         Page,
-///         PAGE_SIZE, //
-///     },
-///     prelude::*,
-///     sync::Arc, //
-/// };
+/// # use kernel::{device::{Bound, Device}, faux, page::{Page, PAGE_SIZE}, prelude::*};
+/// # use kernel::sync::Arc;
+/// use kernel::dma_buf::{self, BuiltMemory, ExportAttachment, Exporter, Importer};
+/// use kernel::dma_buf::{MemoryBuilder, MemoryDesc, ModelSet, Pinned, SharedMemory};
 ///
 /// // Describes its page once, and shares the description with every importer.
-/// struct OnePage {
-///     _page: Page,
-///     memory: SharedMemory,
-/// }
+/// struct OnePage(SharedMemory<Page>);
 ///
 /// #[vtable]
 /// impl Exporter for OnePage {
-///     const MODEL: Model = Model::Pinned;
+///     type Model = Pinned;
+///     type State = ();
 ///
-///     fn get_memory(&self, _attach: &ExportAttachment, mem: &mut MemoryBuilder) -> Result {
-///         // From here on the builder is read-only: `mem.cpu_chunk()` fails with `EBUSY`.
-///         mem.share(&self.memory)
+///     fn get_memory<'a>(
+///         &'a self,
+///         _state: &'a (),
+///         _attach: &ExportAttachment,
+///         mem: MemoryBuilder<'a>,
+///     ) -> Result<BuiltMemory<'a>> {
+///         Ok(mem.share(&self.0))
 ///     }
 /// }
 ///
 /// struct Probe;
 ///
+/// #[vtable]
 /// impl Importer for Probe {
 ///     const MODELS: ModelSet = ModelSet::PINNED;
 ///
-///     fn invalidate(&self) {}
+///     fn invalidate(&self, _kept: Option<&MemoryDesc>) {}
 /// }
 ///
-/// let reg = faux::Registration::new(c"rust-dma-buf-shared", None)?;
-/// let fdev: &faux::Device<Bound> = reg.as_ref();
-/// let dev: &Device<Bound> = fdev.as_ref();
-///
-/// let page = Page::alloc_page(GFP_KERNEL)?;
-/// let memory = SharedMemory::new(|mem| {
-///     mem.alloc(1, 1, GFP_KERNEL)?;
-///     mem.cpu_chunk()?;
-///     mem.page(&page)
+/// # let reg = faux::Registration::new(c"rust-dma-buf-shared", None)?;
+/// # let fdev: &faux::Device<Bound> = reg.as_ref();
+/// # let dev: &Device<Bound> = fdev.as_ref();
+/// let memory = SharedMemory::new(Page::alloc_page(GFP_KERNEL)?, |page, mem| {
+///     let mut draft = mem.alloc(1, 1, GFP_KERNEL)?;
+///     draft.cpu_chunk()?;
+///     draft.page(page)?;
+///     Ok(draft.build())
 /// })?;
-/// let exported = dma_buf::export(OnePage { _page: page, memory }, PAGE_SIZE, 0)?;
+/// let exported = dma_buf::export(OnePage(memory), (), PAGE_SIZE, 0)?;
 /// let buf = exported.dma_buf();
 /// let first = buf.attach(dev, Arc::new(Probe, GFP_KERNEL)?)?;
 /// let second = buf.attach(dev, Arc::new(Probe, GFP_KERNEL)?)?;
 ///
 /// // Both importers get the same description.
 /// let guard = buf.lock();
-/// let a = first.get_memory(&guard)?;
-/// let b = second.get_memory(&guard)?;
-/// assert_eq!(a.as_raw(), b.as_raw());
-/// assert_eq!(a.size(), PAGE_SIZE);
+/// assert_eq!(first.get_memory(&guard)?.as_raw(), second.get_memory(&guard)?.as_raw());
 /// # Ok::<(), Error>(())
 /// ```
-pub struct SharedMemory {
+///
+/// A page that does not live as long as the description cannot be described: see
+/// `tests/compile-fail/` in the project (the kernel's doctests cannot be `compile_fail`).
+pub struct SharedMemory<O: Send + Sync = ()> {
     mem: NonNull<bindings::dma_buf_memory>,
+    // Dropped after `drop()` dropped the reference to `mem`.
+    owner: Pin<KBox<O>>,
 }
 
-// SAFETY: The description is not tied to a thread: its reference may be dropped on any thread.
-unsafe impl Send for SharedMemory {}
+// SAFETY: The description is not tied to a thread: its reference may be dropped on any thread;
+// `O` is `Send`.
+unsafe impl<O: Send + Sync> Send for SharedMemory<O> {}
 
 // SAFETY: Through a `&SharedMemory` the description is only shared, which takes a reference with
-// an atomic increment; it is sealed, so no one writes to it.
-unsafe impl Sync for SharedMemory {}
+// an atomic increment; it is sealed, so no one writes to it. `O` is `Sync`.
+unsafe impl<O: Send + Sync> Sync for SharedMemory<O> {}
 
-impl SharedMemory {
-    /// Builds a description with `build` and seals it, to be shared with
-    /// [`MemoryBuilder::share`].
+impl<O: Send + Sync> SharedMemory<O> {
+    /// Takes `owner`, builds a description of memory it owns with `build` and seals it.
     ///
     /// `build` fills the [`MemoryBuilder`] as [`Exporter::get_memory`] does; its error is
-    /// returned, and what was built is freed. Fails with [`EINVAL`] if `build` allocated
-    /// nothing or the description breaks a rule of the core (a chunk without ranges, for
-    /// instance); `build` may also share another [`SharedMemory`], which makes this one another
-    /// reference to the same description.
+    /// returned. Fails with [`EINVAL`] if the description breaks a
+    /// rule of the core; `build` may also share a [`SharedMemory`] that `owner` holds.
     ///
     /// [`Exporter::get_memory`]: super::Exporter::get_memory
-    pub fn new(build: impl FnOnce(&mut MemoryBuilder) -> Result) -> Result<Self> {
-        let mut builder = MemoryBuilder::new();
-        build(&mut builder)?;
-        let mem = builder.built()?;
+    pub fn new(
+        owner: O,
+        build: impl for<'b> FnOnce(&'b O, MemoryBuilder<'b>) -> Result<BuiltMemory<'b>>,
+    ) -> Result<Self> {
+        let owner = KBox::pin(owner, GFP_KERNEL)?;
 
-        // SAFETY: `mem` is a valid description the builder holds a reference to; sealing only
-        // writes to it if the builder allocated it and no one else references it yet.
-        to_result(unsafe { bindings::dma_buf_memory_seal(mem.as_ptr()) })?;
+        // What the builder describes is borrowed from `owner`, which `Self` keeps, pinned in its
+        // box, until after it dropped its reference to the description.
+        let mem = build(owner.as_ref().get_ref(), MemoryBuilder::new())?.into_raw();
+        Self::seal(owner, mem)
+    }
 
-        // INVARIANT: `take` hands over the builder's reference to `mem`, which is sealed.
-        Ok(Self {
-            mem: builder.take()?,
-        })
+    /// Builds a description with `build` and seals it, like [`SharedMemory::new`], of memory
+    /// that `build` vouches for.
+    ///
+    /// # Safety
+    ///
+    /// What `build` describes must stay valid for as long as importers may use the description.
+    pub(super) unsafe fn new_unchecked<'x>(
+        owner: O,
+        build: impl FnOnce(MemoryBuilder<'x>) -> Result<BuiltMemory<'x>>,
+    ) -> Result<Self> {
+        let owner = KBox::pin(owner, GFP_KERNEL)?;
+        let mem = build(MemoryBuilder::new())?.into_raw();
+        Self::seal(owner, mem)
+    }
+
+    /// Seals `mem`, a description of which the caller hands over its reference.
+    fn seal(owner: Pin<KBox<O>>, mem: NonNull<bindings::dma_buf_memory>) -> Result<Self> {
+        // SAFETY: `mem` is a valid description the caller holds a reference to; sealing only
+        // writes to it if no one else references it yet.
+        if let Err(err) = to_result(unsafe { bindings::dma_buf_memory_seal(mem.as_ptr()) }) {
+            // SAFETY: The caller handed over its reference.
+            unsafe { bindings::dma_buf_memory_free(mem.as_ptr()) };
+            return Err(err);
+        }
+
+        // INVARIANT: We own the reference to `mem`, which is sealed; the callers made sure that
+        // what it describes outlives the importers' use.
+        Ok(Self { mem, owner })
+    }
+
+    /// Returns what the description describes.
+    pub fn owner(&self) -> &O {
+        &self.owner
     }
 }
 
-impl Drop for SharedMemory {
+impl<O: Send + Sync> Drop for SharedMemory<O> {
     fn drop(&mut self) {
         // SAFETY: By the type invariant `self` owns a reference to `mem`, which it drops here.
         unsafe { bindings::dma_buf_memory_free(self.mem.as_ptr()) };

@@ -2,23 +2,21 @@
 
 //! DMA buffer sharing (dma-buf), with the physical memory description of a buffer.
 //!
-//! A dma-buf is a buffer that one driver, the exporter, shares with other drivers, the importers,
-//! usually through a file descriptor passed around by userspace. This module binds both sides:
+//! The semantics (memory models, locking, what a description may hold) are those of the C API
+//! and are documented once, in its kernel-doc; this module adds the Rust types that make them
+//! hold in safe code:
 //!
 //! - [`DmaBuf`] is a reference counted dma-buf, [`ResvGuard`] holds its reservation lock.
-//! - Importers implement [`Importer`] and attach with [`DmaBuf::attach`]. Under the reservation
-//!   lock an [`Attachment`] gets the [`Memory`] of the buffer: chunks of physical ranges, each
-//!   tagged with the kind of memory and, for PCI MMIO, its [`P2pProvider`]. A [`Memory`] borrows
-//!   the [`ResvGuard`], so the addresses cannot be used after the lock is dropped.
-//! - Exporters implement [`Exporter`] and create a buffer with [`export()`]. They describe their
-//!   memory with a [`MemoryBuilder`], or build it once as a [`SharedMemory`] that every importer
-//!   gets, declare a [`Model`] for how it may change, and revoke, restore or move it through
-//!   their [`Exported`] handle.
-//!
-//! An exporter revokes or moves its memory only with the reservation lock held, and tells every
-//! importer through [`Importer::invalidate`] before it does; so while an importer holds the lock,
-//! the [`Memory`] it got is valid. Dropping the [`Memory`] releases it with
-//! `dma_buf_put_memory()`.
+//! - Importers implement [`Importer`] and attach with [`DmaBuf::attach`]. A [`Memory`] borrows
+//!   the [`ResvGuard`] it was got under: the *description* cannot outlive the lock. The addresses
+//!   in it are plain numbers ([`PhysVec`] is `Copy`): what keeps them valid after the lock is
+//!   dropped is the importer's contract, not the borrow; importers that keep them use
+//!   [`Attachment::keep_memory`] and get the kept description back in [`Importer::invalidate`].
+//! - Exporters implement [`Exporter`], whose `get_memory` returns the [`BuiltMemory`] of the
+//!   [`MemoryBuilder`] it is given, and create a buffer with [`export()`], or with a
+//!   [`DeviceExports`] when the memory belongs to a bound device (see [`P2pBar`] for PCI BARs).
+//!   The memory model is a type ([`Pinned`], [`Revocable`], [`Dynamic`]): only revocable exports
+//!   have [`Exported::revoke`], only dynamic ones [`Exported::move_memory`].
 //!
 //! C headers: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h),
 //! [`include/linux/dma-buf-memory.h`](srctree/include/linux/dma-buf-memory.h) and
@@ -32,6 +30,7 @@ use crate::{
         from_err_ptr,
         to_result, //
     },
+    fs::File,
     prelude::*,
     sync::aref::{
         ARef,
@@ -48,65 +47,63 @@ use core::ptr::{
     NonNull, //
 };
 
+mod bound;
 mod exporter;
 mod importer;
 mod memory;
 
+pub use bound::DeviceExports;
+#[cfg(all(CONFIG_PCI, CONFIG_PCI_P2PDMA))]
+pub use bound::{
+    P2pBar,
+    P2pBuffer, //
+};
 pub use exporter::{
     export,
     ExportAttachment,
     Exported,
     Exporter, //
 };
+#[doc(hidden)]
+pub use importer::module_refcount;
 pub use importer::{
     Attachment,
     Importer, //
 };
 pub use memory::{
+    BuiltMemory,
     Chunk,
     ChunkKind,
     Memory,
     MemoryBuilder,
     MemoryDesc,
+    MemoryDraft,
     P2pProvider,
     PhysVec,
     SharedMemory, //
 };
 
-/// How the memory of a dma-buf may change while importers use it.
-///
-/// An exporter declares one model with [`Exporter::MODEL`]; an importer declares the models it can
-/// handle with [`Importer::MODELS`], and [`DmaBuf::attach`] fails with [`EOPNOTSUPP`] when the
-/// exporter's model is not among them.
+/// How the memory of a dma-buf may change while importers use it (`enum dma_buf_memory_model`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Model {
-    /// The exporter does not describe its memory: [`Attachment::get_memory`] fails with
-    /// [`EOPNOTSUPP`]. Rust exporters always describe their memory and never have this model.
-    None = bindings::dma_buf_memory_model_DMA_BUF_MODEL_NONE,
-
-    /// The memory never moves and is never revoked while the dma-buf exists.
+    /// `DMA_BUF_MODEL_PINNED`.
     Pinned = bindings::dma_buf_memory_model_DMA_BUF_MODEL_PINNED,
-
-    /// The memory does not move, but the exporter may revoke access at any time (device reset,
-    /// hot unplug, memory disable). Importers are invalidated and [`Attachment::get_memory`]
-    /// fails with [`ENODEV`] until the exporter restores the buffer.
+    /// `DMA_BUF_MODEL_REVOCABLE`.
     Revocable = bindings::dma_buf_memory_model_DMA_BUF_MODEL_REVOCABLE,
-
-    /// The exporter may move the memory. Importers are invalidated and get the new addresses with
-    /// [`Attachment::get_memory`].
+    /// `DMA_BUF_MODEL_DYNAMIC`.
     Dynamic = bindings::dma_buf_memory_model_DMA_BUF_MODEL_DYNAMIC,
 }
 
 impl Model {
-    /// Converts a C `enum dma_buf_memory_model`; values this module does not know read as
-    /// [`Model::None`], which importers cannot use.
-    fn from_raw(model: bindings::dma_buf_memory_model) -> Self {
+    /// Converts a C `enum dma_buf_memory_model`; [`None`] for `DMA_BUF_MODEL_NONE` and values
+    /// this module does not know.
+    fn from_raw(model: bindings::dma_buf_memory_model) -> Option<Self> {
         match model {
-            bindings::dma_buf_memory_model_DMA_BUF_MODEL_PINNED => Self::Pinned,
-            bindings::dma_buf_memory_model_DMA_BUF_MODEL_REVOCABLE => Self::Revocable,
-            bindings::dma_buf_memory_model_DMA_BUF_MODEL_DYNAMIC => Self::Dynamic,
-            _ => Self::None,
+            bindings::dma_buf_memory_model_DMA_BUF_MODEL_PINNED => Some(Self::Pinned),
+            bindings::dma_buf_memory_model_DMA_BUF_MODEL_REVOCABLE => Some(Self::Revocable),
+            bindings::dma_buf_memory_model_DMA_BUF_MODEL_DYNAMIC => Some(Self::Dynamic),
+            _ => None,
         }
     }
 
@@ -116,9 +113,46 @@ impl Model {
     }
 }
 
-/// A set of [`Model`]s, as accepted by an importer.
+mod private {
+    pub trait Sealed {}
+}
+
+/// The memory model of an [`Exporter`], as a type: [`Pinned`], [`Revocable`] or [`Dynamic`].
 ///
-/// The operations are `const fn`s so that a set can be built in an associated constant:
+/// Which operations an [`Exported`] handle has depends on it: [`Exported::revoke`] and
+/// [`Exported::restore`] exist only for [`Revocable`], [`Exported::move_memory`] only for
+/// [`Dynamic`].
+pub trait MemoryModel: private::Sealed + Send + Sync + 'static {
+    /// The model's C value.
+    const MODEL: Model;
+}
+
+/// The memory never moves and is never revoked while the dma-buf exists.
+pub enum Pinned {}
+
+/// The memory does not move, but the exporter may revoke it and restore it.
+pub enum Revocable {}
+
+/// The exporter may move the memory, after invalidating every importer.
+pub enum Dynamic {}
+
+impl private::Sealed for Pinned {}
+impl private::Sealed for Revocable {}
+impl private::Sealed for Dynamic {}
+
+impl MemoryModel for Pinned {
+    const MODEL: Model = Model::Pinned;
+}
+
+impl MemoryModel for Revocable {
+    const MODEL: Model = Model::Revocable;
+}
+
+impl MemoryModel for Dynamic {
+    const MODEL: Model = Model::Dynamic;
+}
+
+/// A set of [`Model`]s, as accepted by an importer (`DMA_BUF_ACCEPT_*`).
 ///
 /// ```
 /// use kernel::dma_buf::{Model, ModelSet};
@@ -127,7 +161,6 @@ impl Model {
 ///
 /// assert!(MODELS.contains(Model::Revocable));
 /// assert!(!MODELS.contains(Model::Dynamic));
-/// assert!(!MODELS.contains(Model::None));
 /// assert_eq!(MODELS | ModelSet::DYNAMIC, ModelSet::ALL);
 /// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -146,7 +179,7 @@ impl ModelSet {
     /// [`Model::Dynamic`].
     pub const DYNAMIC: Self = Self(bindings::DMA_BUF_ACCEPT_DYNAMIC);
 
-    /// Every model an importer can handle.
+    /// Every model.
     pub const ALL: Self = Self::PINNED.union(Self::REVOCABLE).union(Self::DYNAMIC);
 
     /// Returns the set of both `self` and `other`.
@@ -154,12 +187,9 @@ impl ModelSet {
         Self(self.0 | other.0)
     }
 
-    /// Returns whether `model` is in the set. [`Model::None`] never is.
+    /// Returns whether `model` is in the set.
     pub const fn contains(self, model: Model) -> bool {
-        match model {
-            Model::None => false,
-            _ => self.0 & (1 << model.as_raw()) != 0,
-        }
+        self.0 & (1 << model.as_raw()) != 0
     }
 
     /// Returns whether the set is empty.
@@ -183,10 +213,7 @@ impl core::ops::BitOr for ModelSet {
 
 impl From<Model> for ModelSet {
     fn from(model: Model) -> Self {
-        match model {
-            Model::None => Self::EMPTY,
-            _ => Self(1 << model.as_raw()),
-        }
+        Self(1 << model.as_raw())
     }
 }
 
@@ -270,27 +297,42 @@ impl DmaBuf {
         Ok(unsafe { ARef::from_raw(ptr) })
     }
 
-    /// Installs the dma-buf as a new file descriptor of the current task and returns it.
+    /// Turns the reference into one on the buffer's file, to install it with
+    /// [`FileDescriptorReservation::fd_install`].
     ///
-    /// `flags` are file descriptor flags such as [`O_CLOEXEC`]. On success the reference `this`
-    /// owned belongs to the file descriptor table, and userspace may close it at any time.
+    /// A dma-buf's reference count is its file's, so this moves the same reference.
     ///
-    /// [`O_CLOEXEC`]: crate::fs::file::flags::O_CLOEXEC
-    pub fn into_fd(this: ARef<Self>, flags: u32) -> Result<u32> {
-        let flags = c_int::try_from(flags).map_err(|_| EINVAL)?;
-
-        // SAFETY: `this` is a valid dma-buf.
-        let ret = unsafe { bindings::dma_buf_fd(this.as_raw(), flags) };
-
-        // A negative value is an error, and `this` still owns (and drops) its reference.
-        let fd = u32::try_from(ret).map_err(|_| Error::from_errno(ret))?;
-
-        // `dma_buf_fd()` installed the file, handing our reference to the file descriptor table.
+    /// # Examples
+    ///
+    /// ```
+    /// # use kernel::{dma_buf::DmaBuf, fs::file::{flags::O_CLOEXEC, FileDescriptorReservation}};
+    /// # use kernel::{prelude::*, sync::aref::ARef};
+    /// fn install(buf: ARef<DmaBuf>) -> Result<u32> {
+    ///     let reservation = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
+    ///     let fd = reservation.reserved_fd();
+    ///     // Anything that can fail (`copy_to_user()` of `fd`) goes here, before the install.
+    ///     reservation.fd_install(DmaBuf::into_file(buf));
+    ///     Ok(fd)
+    /// }
+    /// ```
+    ///
+    /// [`FileDescriptorReservation::fd_install`]:
+    ///     crate::fs::file::FileDescriptorReservation::fd_install
+    pub fn into_file(this: ARef<Self>) -> ARef<File> {
+        // SAFETY: By the type invariant the buffer is valid; `file` is set at export and never
+        // changes.
+        let file = unsafe { (*this.as_raw()).file };
+        // The reference `this` owned is the file's.
         let _ = ARef::into_raw(this);
-        Ok(fd)
+
+        // SAFETY: `file` is the valid file of the buffer, and the reference `this` owned on it
+        // now belongs to the `ARef`. `fdget_pos()` only elides `f_pos_lock` for files with
+        // `FMODE_ATOMIC_POS`, which `alloc_file_pseudo()` does not set on dma-buf files, so no
+        // call relies on the file being unshared: `File`'s invariant holds.
+        unsafe { ARef::from_raw(NonNull::from(File::from_raw_file(file))) }
     }
 
-    /// Returns the size of the buffer in bytes; it never changes.
+    /// Returns the size of the buffer in bytes.
     #[inline]
     pub fn size(&self) -> usize {
         // SAFETY: By the type invariant `self.as_raw()` is valid, and `size` is invariant over the
@@ -298,8 +340,8 @@ impl DmaBuf {
         unsafe { (*self.as_raw()).size }
     }
 
-    /// Returns the memory model the exporter declared.
-    pub fn model(&self) -> Model {
+    /// Returns the memory model the exporter declared, [`None`] if it describes no memory.
+    pub fn model(&self) -> Option<Model> {
         // SAFETY: By the type invariant `self.as_raw()` is valid.
         Model::from_raw(unsafe { bindings::dma_buf_memory_model(self.as_raw()) })
     }
@@ -348,8 +390,8 @@ impl DmaBuf {
 
 /// A held reservation lock of a [`DmaBuf`].
 ///
-/// The lock is released when the guard is dropped. [`Memory`] borrows the guard, so physical
-/// addresses of a buffer cannot outlive the lock that keeps them valid.
+/// The lock is released when the guard is dropped. A [`Memory`] borrows the guard: the
+/// description it holds cannot outlive the lock.
 ///
 /// # Invariants
 ///
@@ -376,7 +418,7 @@ impl<'a> ResvGuard<'a> {
         ptr::eq(self.buf.resv(), buf.resv())
     }
 
-    /// Returns whether the exporter revoked the buffer; see [`Model::Revocable`].
+    /// Returns whether the exporter revoked the buffer.
     pub fn is_revoked(&self) -> bool {
         // SAFETY: The buffer is valid, and by the type invariant its reservation lock is held.
         unsafe { bindings::dma_buf_is_revoked(self.buf.as_raw()) }
