@@ -395,9 +395,9 @@ impl<T: Exporter> ExporterVTable<T> {
     ///
     /// `buf` must be a buffer created by [`export_in`] for `T` whose last reference was dropped.
     unsafe extern "C" fn release(buf: *mut bindings::dma_buf) {
-        // SAFETY: By the safety requirements `priv` is the `Pin<KBox<ExportData<T>>>` that
-        // `export_in` converted with `into_foreign()`, and nothing uses it anymore.
         let inner =
+            // SAFETY: By the safety requirements `priv` is the `Pin<KBox<ExportData<T>>>` that
+            // `export_in` converted with `into_foreign()`, and nothing uses it anymore.
             unsafe { <Pin<KBox<ExportData<T>>> as ForeignOwnable>::from_foreign((*buf).priv_) };
 
         if let Some(group) = &inner.group {
