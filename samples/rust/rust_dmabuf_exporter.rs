@@ -2,14 +2,18 @@
 
 //! Rust dma-buf exporter sample: a few pages of system memory that can move, or that never do.
 //!
-//! Every open of `/dev/rust_dmabuf_exporter` exports a new dma-buf of [`NR_PAGES`] zeroed pages
-//! through [`kernel::dma_buf`], with the [`Dynamic`] model: the exporter may replace the pages,
-//! and importers must follow. Two ioctls act on the buffer of the open file:
+//! Every open of `/dev/rust_dmabuf_exporter` exports a new dma-buf of [`NR_PAGES`] pages through
+//! [`kernel::dma_buf`], with the [`Dynamic`] model: the exporter may replace the pages, and
+//! importers must follow. Two ioctls act on the buffer of the open file:
 //!
 //! - `RUST_DMABUF_EXPORT` returns a new file descriptor of the buffer, for an importer such as
-//!   `samples/rust/rust_dmabuf_importer.rs` or the C sample in `samples/c/`;
+//!   `samples/rust/rust_dmabuf_importer.rs`, the C sample in `samples/c/`, or a KVM memslot;
 //! - `RUST_DMABUF_MIGRATE` moves the buffer to fresh pages: importers are invalidated, and the
 //!   next time they get the memory they see the new addresses.
+//!
+//! The pages hold [`pattern`] of the buffer's generation, 0 when it is exported and one more
+//! after every move, so an importer can tell the pages it reads: a real exporter would copy the
+//! contents instead.
 //!
 //! The buffer lives as long as the open file or any of its dma-buf file descriptors.
 //!
@@ -96,22 +100,32 @@ fn describe<'a>(pages: &'a [Page], mem: MemoryBuilder<'a>) -> Result<BuiltMemory
     Ok(draft.build())
 }
 
-/// The contents of a pinned buffer: the little-endian 32-bit word at byte `offset` of the buffer
-/// is `offset ^ 0xdb5a_a5db`. Every word says where it is, so a reader can tell which page and
-/// which offset it got, and no word is zero.
-fn pattern(offset: usize) -> u32 {
+/// The contents of a buffer of generation `generation`: the little-endian 32-bit word at byte
+/// `offset` of the buffer is `offset ^ 0xdb5a_a5db ^ generation * 0x0101_0101`. Every word says
+/// where it is, so a reader can tell which page and which offset it got, every byte says which
+/// generation it is of (modulo 256), and no word of generation 0 is zero. Pinned buffers are of
+/// generation 0.
+fn pattern(offset: usize, generation: u32) -> u32 {
     // CAST: Buffer offsets are below `NR_PAGES * PAGE_SIZE`.
-    offset as u32 ^ 0xdb5a_a5db
+    offset as u32 ^ 0xdb5a_a5db ^ generation.wrapping_mul(0x0101_0101)
 }
 
-/// Fills `page`, which is at byte `base` of its buffer, with [`pattern`].
-fn fill_pattern(page: &Page, base: usize) -> Result {
+/// Fills `pages`, the pages of a buffer in order, with [`pattern`] of `generation`.
+fn fill_pattern(pages: &[Page], generation: u32) -> Result {
+    pages
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, page)| fill_page(page, i * PAGE_SIZE, generation))
+}
+
+/// Fills `page`, which is at byte `base` of its buffer, with [`pattern`] of `generation`.
+fn fill_page(page: &Page, base: usize, generation: u32) -> Result {
     // A page does not fit on the stack: write it a few words at a time.
     let mut words = [0u32; 64];
     let len = size_of_val(&words);
     for off in (0..PAGE_SIZE).step_by(len) {
         for (i, word) in words.iter_mut().enumerate() {
-            *word = pattern(base + off + i * size_of::<u32>()).to_le();
+            *word = pattern(base + off + i * size_of::<u32>(), generation).to_le();
         }
         // SAFETY: `words` is valid for reading `len` bytes, and no one else has the page yet.
         unsafe { page.write_raw(words.as_ptr().cast(), off, len)? };
@@ -130,19 +144,27 @@ fn install(buf: ARef<DmaBuf>) -> Result<isize> {
 /// The exporter of a buffer whose pages may move.
 struct SampleBuffer;
 
+/// The memory of a [`SampleBuffer`] now.
+struct Backing {
+    /// The pages that hold the buffer.
+    pages: KVec<Page>,
+    /// How many times the buffer moved: the pages hold [`pattern`] of this generation.
+    generation: u32,
+}
+
 #[vtable]
 impl Exporter for SampleBuffer {
     type Model = Dynamic;
-    // The pages that hold the buffer now, protected by the reservation lock.
-    type State = KVec<Page>;
+    // Protected by the reservation lock.
+    type State = Backing;
 
     fn get_memory<'a>(
         &'a self,
-        pages: &'a KVec<Page>,
+        backing: &'a Backing,
         _attach: &ExportAttachment,
         mem: MemoryBuilder<'a>,
     ) -> Result<BuiltMemory<'a>> {
-        describe(pages, mem)
+        describe(&backing.pages, mem)
     }
 }
 
@@ -174,9 +196,7 @@ impl Exporter for PinnedBuffer {
 /// descriptor.
 fn export_pinned() -> Result<isize> {
     let pages = alloc_pages()?;
-    for (i, page) in pages.iter().enumerate() {
-        fill_pattern(page, i * PAGE_SIZE)?;
-    }
+    fill_pattern(&pages, 0)?;
     // The description owns the pages: they are freed with it, with the buffer.
     let memory = SharedMemory::new(pages, |pages, mem| describe(pages, mem))?;
     let exported = dma_buf::export(PinnedBuffer { memory }, (), NR_PAGES * PAGE_SIZE, O_RDWR)?;
@@ -196,15 +216,19 @@ impl SampleFile {
         // Allocate outside of the reservation lock, which importers may be waiting for.
         let new = alloc_pages()?;
 
-        // Takes the lock, invalidates every importer and waits for their work, then swaps the
-        // pages. A real exporter would copy the contents; these pages only ever hold zeros.
-        let old = self
-            .exported
-            .move_memory(|pages| core::mem::replace(pages, new));
+        // Takes the lock, invalidates every importer and waits for their work, then fills the new
+        // pages with the next generation's pattern, where a real exporter would copy the contents,
+        // and swaps them in. If that fails, the importers get the old pages again.
+        let (old, generation) = self.exported.move_memory(|backing| -> Result<_> {
+            let generation = backing.generation.wrapping_add(1);
+            fill_pattern(&new, generation)?;
+            backing.generation = generation;
+            Ok((core::mem::replace(&mut backing.pages, new), generation))
+        })?;
 
         // No importer uses the old pages anymore: free them.
         drop(old);
-        pr_info!("migrated {} pages\n", NR_PAGES);
+        pr_info!("migrated {} pages, generation {}\n", NR_PAGES, generation);
         Ok(())
     }
 }
@@ -215,7 +239,12 @@ impl MiscDevice for SampleFile {
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
         let pages = alloc_pages()?;
-        let exported = dma_buf::export(SampleBuffer, pages, NR_PAGES * PAGE_SIZE, O_RDWR)?;
+        fill_pattern(&pages, 0)?;
+        let backing = Backing {
+            pages,
+            generation: 0,
+        };
+        let exported = dma_buf::export(SampleBuffer, backing, NR_PAGES * PAGE_SIZE, O_RDWR)?;
 
         let buf = exported.dma_buf();
         pr_info!("exported {} bytes, model {:?}\n", buf.size(), buf.model());

@@ -14,7 +14,9 @@
 //! and once the buffer is restored the same vCPU runs on; a naturally
 //! aligned 2 MiB block in one contiguous range is mapped with one 2M entry
 //! (`pages_2m` of the VM's binary stats), a block that spans two ranges is
-//! not.
+//! not; a DYNAMIC buffer of a Rust exporter (the system-memory sample) backs
+//! a slot, and when the exporter moves it KVM is invalidated once
+//! (`dmabuf_invalidations`), unmaps the slot and faults the new pages in.
 
 use std::io::Read;
 
@@ -27,6 +29,7 @@ use crate::kvm::{set_region, Lab, MemoryRegion2, BAR2, CODE_SIZE, MIB};
 use crate::mmap::Mapping;
 use crate::pci::{Sysfs, IVSHMEM};
 use crate::report::{Facts, Runner};
+use crate::rust_exporter;
 use crate::sys;
 use crate::vfio::PCI_COMMAND_MEMORY;
 
@@ -206,18 +209,30 @@ impl Guest {
         unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&self.vm)) }
     }
 
-    fn pages(&self) -> Result<Pages> {
+    /// The VM's statistics `names`, in that order.
+    fn stat<const N: usize>(&self, names: [&str; N]) -> Result<[u64; N]> {
         let s = self.stats()?;
-        let get = |name: &str| {
-            s.iter()
+        let mut out = [0; N];
+        for (v, name) in out.iter_mut().zip(names) {
+            *v = s
+                .iter()
                 .find(|(n, _)| n == name)
                 .map(|&(_, v)| v)
-                .ok_or_else(|| Error::msg(format!("no {name} in the VM's stats")))
-        };
-        Ok(Pages {
-            p4k: get("pages_4k")?,
-            p2m: get("pages_2m")?,
-        })
+                .ok_or_else(|| Error::msg(format!("no {name} in the VM's stats")))?;
+        }
+        Ok(out)
+    }
+
+    fn pages(&self) -> Result<Pages> {
+        let [p4k, p2m] = self.stat(["pages_4k", "pages_2m"])?;
+        Ok(Pages { p4k, p2m })
+    }
+
+    /// 4K mappings and the exporters' invalidations of dma-buf slots
+    /// (`dmabuf_invalidations`, KVM_MEM_DMABUF in api.rst).
+    fn invalidations(&self) -> Result<(u64, u64)> {
+        let [p4k, inval] = self.stat(["pages_4k", "dmabuf_invalidations"])?;
+        Ok((p4k, inval))
     }
 }
 
@@ -383,6 +398,8 @@ pub fn run(r: &mut Runner<'_>, kvm: &Kvm, lab: &Lab) {
     let _ = g.set(MemoryRegion2::delete(DATA_SLOT));
 
     huge(r, &mut g, lab, &bar, stats.is_some());
+
+    rust_exporter(r, &mut g);
 }
 
 fn revoke(
@@ -557,6 +574,163 @@ fn huge(r: &mut Runner<'_>, g: &mut Guest, lab: &Lab, bar: &Mapping, stats: bool
         }
         Ok(())
     });
+}
+
+/// The Rust exporter's buffer in the guest: slot 2, 4 pages at 8 MiB.
+const RUST_SLOT: u32 = 2;
+const RUST_GPA: u64 = 8 * MIB;
+
+/// What L2 reads of page `page` of the Rust exporter's buffer, and where it
+/// writes: offsets in the buffer (and in the guest's segment at [`RUST_GPA`]),
+/// different in every page.
+fn rust_offsets(page: u64) -> (u16, u16) {
+    let base = page * PAGE;
+    ((base + 0x100 + 8 * page) as u16, (base + 0x800) as u16)
+}
+
+/// L2 reads a byte of `page` of the Rust exporter's buffer, which must be of
+/// generation `generation` of the sample's pattern, and writes `val` to
+/// another byte of it.
+fn read_rust_page(
+    g: &mut Guest,
+    page: u64,
+    generation: u32,
+    val: u8,
+    f: &mut Facts,
+) -> Result<()> {
+    let (read, write) = rust_offsets(page);
+    g.start(&program(read, write, val), RUST_GPA)?;
+    let got = g.run_program(f)?;
+    let want = rust_exporter::pattern_of(u64::from(read), 1, generation)[0];
+    if got != want {
+        return Err(Error::msg(format!(
+            "L2 read {got:#04x} at buffer offset {read:#x}, generation {generation} holds {want:#04x}"
+        )));
+    }
+    f.add(format!(
+        "page {page}: L2 read {got:#04x} at {read:#x}, the pattern of generation {generation}"
+    ));
+    Ok(())
+}
+
+/// L2 reads the byte at buffer offset `off` of the Rust exporter's buffer.
+fn read_rust_byte(g: &mut Guest, off: u16, f: &mut Facts) -> Result<u8> {
+    // The write goes to the byte it read: a second write of the same page.
+    let (_, scratch) = rust_offsets(u64::from(off) / PAGE);
+    g.start(&program(off, scratch + 1, 0), RUST_GPA)?;
+    g.run_program(f)
+}
+
+/// The value L2 writes to page `page` of the Rust exporter's buffer.
+fn rust_val(page: u64) -> u8 {
+    0xa0 | page as u8
+}
+
+/// The system-memory sample (`samples/rust/rust_dmabuf_exporter.rs`, through
+/// `kernel::dma_buf`) behind a slot: a DYNAMIC buffer, whose pages hold the
+/// pattern of their generation. L2 reads what the exporter wrote; after
+/// RUST_DMABUF_MIGRATE, KVM is invalidated once, unmaps the slot, and L2
+/// reads the new pages, not the old ones it wrote to.
+fn rust_exporter(r: &mut Runner<'_>, g: &mut Guest) {
+    r.section("A guest runs on memory of a Rust exporter, which moves it");
+    let Some(dev) = r.attempt(
+        &format!("open {}: a DYNAMIC buffer of system memory", rust_exporter::DEVICE),
+        |f| {
+            let dev = rust_exporter::open()?;
+            f.add(format!(
+                "{} pages of generation 0",
+                rust_exporter::NR_PAGES
+            ));
+            Ok(dev)
+        },
+    ) else {
+        return;
+    };
+    let made = r.check(
+        "a Rust exporter's DYNAMIC buffer backs a slot: L2 reads the exporter's pages",
+        |f| {
+            let fd = rust_exporter::export_dynamic(&dev)?;
+            let made = g.set(MemoryRegion2::dmabuf(
+                RUST_SLOT,
+                RUST_GPA,
+                rust_exporter::BUF_LEN,
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                0,
+            ));
+            sys::close(fd).op("close the dma-buf")?;
+            made?;
+            f.add(format!(
+                "slot {RUST_SLOT}: GPA {} = the whole buffer, fd closed",
+                span(RUST_GPA, rust_exporter::BUF_LEN)
+            ));
+            for page in 0..rust_exporter::NR_PAGES {
+                read_rust_page(g, page, 0, rust_val(page), f)?;
+            }
+            let (_, w) = rust_offsets(0);
+            let back = read_rust_byte(g, w, f)?;
+            if back != rust_val(0) {
+                return Err(Error::msg(format!(
+                    "L2 wrote {:#04x} at {w:#x} and read back {back:#04x}",
+                    rust_val(0)
+                )));
+            }
+            f.add(format!("L2 read back its write at {w:#x}: {back:#04x}"));
+            Ok(())
+        },
+    );
+    if made {
+        r.check(
+            "RUST_DMABUF_MIGRATE: KVM is invalidated once, unmaps the old pages; L2 reads the new ones",
+            |f| {
+                let (p4k, inval) = g.invalidations()?;
+                rust_exporter::migrate(&dev)?;
+                let (p4k_moved, inval_moved) = g.invalidations()?;
+                f.add(format!(
+                    "migrated: dmabuf_invalidations {inval} -> {inval_moved}, \
+                     pages_4k {p4k} -> {p4k_moved}"
+                ));
+                if inval_moved != inval + 1 {
+                    return Err(Error::msg("expected exactly one invalidation of the slot"));
+                }
+                if p4k_moved + rust_exporter::NR_PAGES > p4k {
+                    return Err(Error::msg(format!(
+                        "the {} pages L2 touched are still mapped",
+                        rust_exporter::NR_PAGES
+                    )));
+                }
+                // The old page 0 holds L2's write; the new one the pattern.
+                let (_, w) = rust_offsets(0);
+                let want = rust_exporter::pattern_of(u64::from(w), 1, 1)[0];
+                let got = read_rust_byte(g, w, f)?;
+                if got != want {
+                    return Err(Error::msg(format!(
+                        "L2 read {got:#04x} at {w:#x}: not generation 1's {want:#04x}{}",
+                        if got == rust_val(0) { ", but its own write to the old page" } else { "" }
+                    )));
+                }
+                f.add(format!(
+                    "L2 read {got:#04x} at {w:#x}: the new page, not its write to the old one"
+                ));
+                for page in 0..rust_exporter::NR_PAGES {
+                    read_rust_page(g, page, 1, rust_val(page), f)?;
+                }
+                let (p4k_end, inval_end) = g.invalidations()?;
+                f.add(format!(
+                    "after the reads: dmabuf_invalidations {inval_end}, pages_4k {p4k_end}"
+                ));
+                if inval_end != inval_moved {
+                    return Err(Error::msg("the slot was invalidated again"));
+                }
+                Ok(())
+            },
+        );
+    } else {
+        r.skip(
+            "RUST_DMABUF_MIGRATE: KVM is invalidated once, unmaps the old pages; L2 reads the new ones",
+            "the Rust exporter's slot does not work",
+        );
+    }
+    let _ = g.set(MemoryRegion2::delete(RUST_SLOT));
 }
 
 #[cfg(test)]

@@ -22,19 +22,22 @@ use crate::report::{Facts, Runner};
 use crate::sys;
 
 /// The sample's device node, created by devtmpfs when the module loads.
-const DEVICE: &str = "/dev/rust_dmabuf_exporter";
+pub const DEVICE: &str = "/dev/rust_dmabuf_exporter";
 /// The sample's name, which its dma-bufs carry as `exp_name`.
 const EXPORTER: &str = "rust_dmabuf_exporter";
 
 /// `RUST_DMABUF_EXPORT`: a descriptor of the open file's `Model::Dynamic` buffer.
-const EXPORT_DYNAMIC: u32 = sys::io(0xdb, 0x20);
+pub const EXPORT_DYNAMIC: u32 = sys::io(0xdb, 0x20);
+/// `RUST_DMABUF_MIGRATE`: the open file's buffer moves to new pages, which
+/// hold the pattern of the next generation.
+pub const MIGRATE: u32 = sys::io(0xdb, 0x21);
 /// `RUST_DMABUF_EXPORT_PINNED`: a new `Model::Pinned` buffer holding `pattern`.
 const EXPORT_PINNED: u32 = sys::io(0xdb, 0x22);
 
 const PAGE: u64 = 4096;
 /// Pages in each of the sample's buffers (its `NR_PAGES`).
-const NR_PAGES: u64 = 4;
-const BUF_LEN: u64 = NR_PAGES * PAGE;
+pub const NR_PAGES: u64 = 4;
+pub const BUF_LEN: u64 = NR_PAGES * PAGE;
 
 /// Where the pinned buffer is mapped and where the dynamic one is refused:
 /// IOVAs nothing else in the story uses, below edu's 28-bit DMA limit.
@@ -51,13 +54,44 @@ const _: () = assert!(READ_OFF + READ_LEN <= PAGE);
 const _: () = assert!(PINNED_IOVA + BUF_LEN <= DYNAMIC_IOVA);
 const _: () = assert!(DYNAMIC_IOVA + BUF_LEN <= crate::edu::DMA_LIMIT);
 
-/// The sample's `pattern()`: the little-endian 32-bit word at buffer offset
-/// `o` (a multiple of 4) is `o ^ 0xdb5a_a5db`. Returns `len` bytes of the
-/// buffer from offset `start`.
+/// The sample's `pattern()` of generation 0, what pinned buffers and new
+/// dynamic ones hold: `len` bytes of the buffer from offset `start`.
 pub fn pattern(start: u64, len: usize) -> Vec<u8> {
+    pattern_of(start, len, 0)
+}
+
+/// The sample's `pattern()` of `generation` (the moves of a dynamic buffer):
+/// the little-endian 32-bit word at buffer offset `o` (a multiple of 4) is
+/// `o ^ 0xdb5a_a5db ^ generation * 0x0101_0101`. Returns `len` bytes of the
+/// buffer from offset `start`.
+pub fn pattern_of(start: u64, len: usize, generation: u32) -> Vec<u8> {
     (start..start + len as u64)
-        .map(|o| ((o & !3) as u32 ^ 0xdb5a_a5db).to_le_bytes()[(o & 3) as usize])
+        .map(|o| {
+            ((o & !3) as u32 ^ 0xdb5a_a5db ^ generation.wrapping_mul(0x0101_0101)).to_le_bytes()
+                [(o & 3) as usize]
+        })
         .collect()
+}
+
+/// Opens the sample's device: a new dynamic buffer of generation 0.
+pub fn open() -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(DEVICE)
+        .op(format!("open {DEVICE} (is rust_dmabuf_exporter loaded?)"))
+}
+
+/// A new descriptor of the dynamic buffer of `dev`, from `open()`.
+pub fn export_dynamic(dev: &File) -> Result<OwnedFd> {
+    export(dev, EXPORT_DYNAMIC, "RUST_DMABUF_EXPORT")
+}
+
+/// Moves the dynamic buffer of `dev` to new pages, of the next generation.
+pub fn migrate(dev: &File) -> Result<()> {
+    sys::ioctl_none(dev.as_fd(), MIGRATE).op("RUST_DMABUF_MIGRATE")?;
+    Ok(())
 }
 
 /// `ioctl` `request` on the sample's device: a new dma-buf descriptor.
@@ -136,12 +170,7 @@ pub fn run(
          Memory that may move (the DYNAMIC model) is refused.",
     );
     let Some(dev) = r.attempt(&format!("open {DEVICE}"), |f| {
-        let dev = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(DEVICE)
-            .op(format!("open {DEVICE} (is rust_dmabuf_exporter loaded?)"))?;
+        let dev = open()?;
         f.add("the sample exported the open file's DYNAMIC buffer");
         Ok(dev)
     }) else {
@@ -209,7 +238,7 @@ pub fn run(
     let dynamic = r.attempt(
         "RUST_DMABUF_EXPORT returns the open file's DYNAMIC dma-buf",
         |f| {
-            let fd = export(&dev, EXPORT_DYNAMIC, "RUST_DMABUF_EXPORT")?;
+            let fd = export_dynamic(&dev)?;
             f.add(format!(
                 "dma-buf fd {}: exp_name {}",
                 fd.as_raw_fd(),
@@ -262,6 +291,12 @@ mod tests {
         // Any start, even inside a word.
         assert_eq!(pattern(0x1002, 4), pattern(0x1000, 8)[2..6]);
         assert_eq!(pattern(0x1000, 4), [0xdb, 0xb5, 0x5a, 0xdb]);
+        // Every byte of a generation differs from the one before.
+        assert_eq!(pattern_of(0x1000, 4, 1), [0xda, 0xb4, 0x5b, 0xda]);
+        for g in 0..255 {
+            let (a, b) = (pattern_of(0x2344, 4, g), pattern_of(0x2344, 4, g + 1));
+            assert!(a.iter().zip(&b).all(|(x, y)| x != y));
+        }
     }
 
     #[test]
@@ -281,6 +316,7 @@ mod tests {
     #[test]
     fn ioctl_numbers() {
         assert_eq!(EXPORT_DYNAMIC, 0xdb20);
+        assert_eq!(MIGRATE, 0xdb21);
         assert_eq!(EXPORT_PINNED, 0xdb22);
     }
 }

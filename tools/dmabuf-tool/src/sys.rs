@@ -342,16 +342,24 @@ pub fn vfio_feature_dma_buf(
     Ok(unsafe { OwnedFd::from_raw_fd(rc) })
 }
 
-/// `ioctl(fd, request, 0)` for an `_IO` request without an argument that
-/// returns a new file descriptor, such as the Rust dma-buf exporter sample's
-/// exports.
-pub fn ioctl_new_fd(fd: BorrowedFd<'_>, request: u32) -> io::Result<OwnedFd> {
+/// `ioctl(fd, request, 0)` for an `_IO` request without an argument;
+/// returns the ioctl's non-negative result or the errno.
+pub fn ioctl_none(fd: BorrowedFd<'_>, request: u32) -> io::Result<i32> {
     // SAFETY: `fd` is a live descriptor for the duration of the call, and the
     // argument 0 points at none of our memory.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, 0) };
     if rc < 0 {
-        return Err(io::Error::last_os_error());
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
     }
+}
+
+/// `ioctl(fd, request, 0)` for an `_IO` request without an argument that
+/// returns a new file descriptor, such as the Rust dma-buf exporter sample's
+/// exports.
+pub fn ioctl_new_fd(fd: BorrowedFd<'_>, request: u32) -> io::Result<OwnedFd> {
+    let rc = ioctl_none(fd, request)?;
     // SAFETY: on success the ioctl returned a new descriptor that nothing else
     // in this process owns.
     Ok(unsafe { OwnedFd::from_raw_fd(rc) })
