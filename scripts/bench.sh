@@ -7,10 +7,12 @@
 # intel-iommu, what a real exporter pays), with sg+dma / get_memory; then
 # print the table of
 # `dmabuf-tool bench` (iommufd MAP_FILE+UNMAP by range count, revoke by
-# importer count, through VFIO and a real intel-iommu domain). The full
-# results are in OUT/bench/results.log, one machine-readable "row" line per
-# measurement in OUT/bench/rows.txt and OUT/bench/iommufd_rows.txt. Fails if
-# either benchmark did not finish, rmmod failed,
+# importer count, through VFIO and a real intel-iommu domain) and that of
+# `dmabuf-tool kvm-bench` (an L2 guest's first touch of a 2 MiB memslot:
+# anonymous memory against ivshmem's BAR2 as a dma-buf, 4K and 2M entries).
+# The full results are in OUT/bench/results.log, one machine-readable "row"
+# line per measurement in OUT/bench/rows.txt, OUT/bench/iommufd_rows.txt and
+# OUT/bench/kvm_rows.txt. Fails if any benchmark did not finish, rmmod failed,
 # kmemleak found a leak, or the kernel logged a WARN, BUG, lockdep, KASAN
 # or other report (scripts/analyze.py's list).
 # Usage: bench.sh OUT (OUT/initramfs.cpio.gz from build-guest.sh)
@@ -84,6 +86,18 @@ with open(os.path.join(outdir, 'iommufd_rows.txt'), 'w') as f:
     f.writelines(l + '\n' for l in irows)
 tally.add('iommufd_bench', 'dmabuf-tool bench finished', irc == 0 and 'done' in ilines and irows,
           '\n'.join(ibody[-20:]))
+# dmabuf-tool kvm-bench (KVM side), after the iommufd tables.
+krc, kbody = secs.get('kvm_bench', (None, []))
+klines = [l[len('dmabuf-tool kvm-bench: '):] for l in kbody if l.startswith('dmabuf-tool kvm-bench: ')]
+krows = [l for l in klines if l.startswith('row ')]
+print()
+for l in klines:
+    if not l.startswith('row '):
+        print(l)
+with open(os.path.join(outdir, 'kvm_rows.txt'), 'w') as f:
+    f.writelines(l + '\n' for l in krows)
+tally.add('kvm_bench', 'dmabuf-tool kvm-bench finished', krc == 0 and 'done' in klines and krows,
+          '\n'.join(kbody[-20:]))
 
 rmmod = secs.get('rmmod', (None, []))
 tally.add('bench', 'rmmod succeeds', rmmod[0] == 0, '\n'.join(rmmod[1]))
@@ -95,7 +109,8 @@ for source, name, detail in tally.failures:
     if detail:
         print('\n'.join('    | ' + x for x in str(detail).splitlines()[:60]))
 print(f'bench: {len(rows)} rows in {os.path.join(outdir, "rows.txt")}, '
-      f'{len(irows)} in {os.path.join(outdir, "iommufd_rows.txt")}; '
+      f'{len(irows)} in {os.path.join(outdir, "iommufd_rows.txt")}, '
+      f'{len(krows)} in {os.path.join(outdir, "kvm_rows.txt")}; '
       f'{tally.passed} checks passed, {tally.failed} failed (console: {outdir}/console.log)')
 sys.exit(1 if tally.failed else 0)
 PY

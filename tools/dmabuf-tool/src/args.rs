@@ -15,6 +15,10 @@ commands:
                         BAR2 exported by a Rust PCI driver, revoked on unbind
   bench                 time MAP_FILE+UNMAP by range count and revoke by
                         importer count (figures for `make bench`, not a test)
+  kvm-bench             time an L2 guest's first write to each page of a 2 MiB
+                        memslot: anonymous memory (4K pages, THP) against
+                        ivshmem's BAR2 as a dma-buf (KVM_MEM_DMABUF; two
+                        ranges, one); figures for `make bench`, not a test
   try-map [--bar N] [--iova ADDR] RANGES
                         export RANGES of ivshmem's BAR N (default 2) as one
                         dma-buf and try IOMMU_IOAS_MAP_FILE of it at ADDR
@@ -32,6 +36,7 @@ pub enum Command {
     Demo,
     BarExporter,
     Bench,
+    KvmBench,
     TryMap {
         bar: u32,
         iova: u64,
@@ -98,6 +103,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some("demo") => no_more(Command::Demo),
         Some("bar-exporter") => no_more(Command::BarExporter),
         Some("bench") => no_more(Command::Bench),
+        Some("kvm-bench") => no_more(Command::KvmBench),
         Some("try-map") => {
             let mut bar = 2u32;
             let mut iova = 0x20_0000u64;
@@ -210,6 +216,8 @@ mod tests {
         assert_eq!(parse(&v(&["demo"])), Ok(Command::Demo));
         assert_eq!(parse(&v(&["bench"])), Ok(Command::Bench));
         assert!(parse(&v(&["bench", "x"])).is_err());
+        assert_eq!(parse(&v(&["kvm-bench"])), Ok(Command::KvmBench));
+        assert!(parse(&v(&["kvm-bench", "x"])).is_err());
         assert!(parse(&v(&["smoke", "extra"])).is_err());
         assert!(parse(&v(&["frobnicate"])).is_err());
         assert_eq!(

@@ -93,7 +93,7 @@ impl Stats {
     }
 }
 
-fn ratio(a: u64, b: u64) -> f64 {
+pub(crate) fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 {
         f64::NAN
     } else {
@@ -106,13 +106,19 @@ fn ns(t: Instant) -> u64 {
     t.elapsed().as_nanos() as u64
 }
 
-struct Out<'a> {
+/// Lines to `w`, each starting with `prefix`, flushed one by one.
+pub(crate) struct Out<'a> {
     w: &'a mut dyn Write,
+    prefix: &'static str,
 }
 
-impl Out<'_> {
-    fn line(&mut self, s: &str) {
-        let _ = writeln!(self.w, "{PREFIX}{s}");
+impl<'a> Out<'a> {
+    pub(crate) fn new(w: &'a mut dyn Write, prefix: &'static str) -> Self {
+        Out { w, prefix }
+    }
+
+    pub(crate) fn line(&mut self, s: &str) {
+        let _ = writeln!(self.w, "{}{s}", self.prefix);
         let _ = self.w.flush();
     }
 }
@@ -348,7 +354,7 @@ fn marginal(rows: &[RevokeRow]) -> Vec<Option<i64>> {
 }
 
 /// What kind of kernel the figures come from.
-fn kernel_kind() -> String {
+pub(crate) fn kernel_kind() -> String {
     let lockdep = Path::new("/proc/lockdep").exists();
     let kmemleak = Path::new("/sys/kernel/debug/kmemleak").exists();
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -497,7 +503,7 @@ fn bench(out: &mut Out<'_>) -> Result<()> {
 
 /// Run the benchmark, printing to `w`; returns whether it finished.
 pub fn run(w: &mut dyn Write) -> bool {
-    let mut out = Out { w };
+    let mut out = Out::new(w, PREFIX);
     match bench(&mut out) {
         Ok(()) => {
             out.line("done");

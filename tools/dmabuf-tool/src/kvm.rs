@@ -164,8 +164,9 @@ pub(crate) fn set_region(vm: &VmFd, r: MemoryRegion2) -> Result<()> {
     // SAFETY: the only host memory KVM can reach through `userspace_addr`
     // is the code slot's anonymous mapping, which `Lab` keeps alive until
     // after the VM is destroyed (the refusal of a non-zero userspace_addr
-    // passes that mapping too); dma-buf slots pass 0 and are backed by the
-    // buffer, not by our address space.
+    // passes that mapping too), and kvm-bench's anonymous data slots, whose
+    // mappings it drops only after its VM; dma-buf slots pass 0 and are
+    // backed by the buffer, not by our address space.
     unsafe { vm.set_user_memory_region2(r.to_kvm()) }.map_err(|e| {
         Error::sys(
             format!(
@@ -175,6 +176,43 @@ pub(crate) fn set_region(vm: &VmFd, r: MemoryRegion2) -> Result<()> {
             e.errno(),
         )
     })
+}
+
+/// ivshmem's VFIO device, ready to export BAR2.
+pub(crate) struct Ivshmem {
+    pub(crate) bdf: String,
+    /// Closed before `iommufd`.
+    pub(crate) dev: VfioDevice,
+    pub(crate) iommufd: Iommufd,
+}
+
+/// Bind ivshmem to vfio-pci (a device already bound is left as it is), bind
+/// its VFIO device to iommufd and attach it to an IOAS, turn memory decoding
+/// on; BAR2 must be 2 MiB.
+pub(crate) fn open_ivshmem(f: &mut Facts) -> Result<Ivshmem> {
+    let sysfs = Sysfs::default();
+    let bdf = sysfs.find_one(IVSHMEM)?;
+    sysfs.bind_vfio(&bdf)?;
+    let cdev = sysfs.vfio_cdev(&bdf)?;
+    let iommufd = Iommufd::open(&sysfs.iommu_dev()?)?;
+    let dev = VfioDevice::open(&cdev)?;
+    dev.bind_iommufd(&iommufd)?;
+    let ioas = iommufd.ioas_alloc()?;
+    dev.attach_ioas(ioas)?;
+    dev.set_command_bits(PCI_COMMAND_MEMORY)?;
+    let info = dev.region_info(BAR2)?;
+    if info.size != BAR2_SIZE {
+        return Err(Error::msg(format!(
+            "BAR2 is {}, expected 2 MiB",
+            size(info.size)
+        )));
+    }
+    f.add(format!(
+        "ivshmem {bdf} ({}), BAR2 {}",
+        cdev.display(),
+        size(info.size)
+    ));
+    Ok(Ivshmem { bdf, dev, iommufd })
 }
 
 /// What is left that a refusal or a deletion must not leave behind.
@@ -324,31 +362,7 @@ fn test(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
     })?;
     let (ivshmem, iommufd) = r.require(
         "ivshmem: VFIO device bound to iommufd, memory decoding on",
-        |f| {
-            let sysfs = Sysfs::default();
-            let bdf = sysfs.find_one(IVSHMEM)?;
-            sysfs.bind_vfio(&bdf)?;
-            let cdev = sysfs.vfio_cdev(&bdf)?;
-            let iommufd = Iommufd::open(&sysfs.iommu_dev()?)?;
-            let dev = VfioDevice::open(&cdev)?;
-            dev.bind_iommufd(&iommufd)?;
-            let ioas = iommufd.ioas_alloc()?;
-            dev.attach_ioas(ioas)?;
-            dev.set_command_bits(PCI_COMMAND_MEMORY)?;
-            let info = dev.region_info(BAR2)?;
-            if info.size != BAR2_SIZE {
-                return Err(Error::msg(format!(
-                    "BAR2 is {}, expected 2 MiB",
-                    size(info.size)
-                )));
-            }
-            f.add(format!(
-                "ivshmem {bdf} ({}), BAR2 {}",
-                cdev.display(),
-                size(info.size)
-            ));
-            Ok((dev, iommufd))
-        },
+        |f| open_ivshmem(f).map(|i| (i.dev, i.iommufd)),
     )?;
     let mut lab = Lab {
         vm: Some(vm),

@@ -35,7 +35,7 @@ use crate::vfio::PCI_COMMAND_MEMORY;
 
 const CODE_SLOT: u32 = 0;
 /// Where the code starts in the code slot (GPA, CS base 0).
-const ENTRY: u64 = 0x1000;
+pub(crate) const ENTRY: u64 = 0x1000;
 const DATA_SLOT: u32 = 1;
 /// The data slot: 2 MiB aligned, below 4 GiB so that a real-mode segment
 /// base reaches it.
@@ -74,22 +74,22 @@ pub fn pattern(off: u64) -> u8 {
 
 /// What a KVM_RUN ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Exit {
+pub(crate) enum Exit {
     Out(u16, Vec<u8>),
     Hlt,
     MemoryFault { flags: u64, gpa: u64, size: u64 },
 }
 
 /// A VM with the code slot and one vCPU.
-struct Guest {
-    vcpu: VcpuFd,
+pub(crate) struct Guest {
+    pub(crate) vcpu: VcpuFd,
     vm: VmFd,
     /// The code slot's memory; outlives the VM (declared after it).
-    code: Mapping,
+    pub(crate) code: Mapping,
 }
 
 impl Guest {
-    fn new(kvm: &Kvm, f: &mut Facts) -> Result<Self> {
+    pub(crate) fn new(kvm: &Kvm, f: &mut Facts) -> Result<Self> {
         let vm = kvm
             .create_vm()
             .map_err(|e| Error::sys("KVM_CREATE_VM", e.errno()))?;
@@ -116,7 +116,7 @@ impl Guest {
         Ok(Guest { vcpu, vm, code })
     }
 
-    fn set(&self, r: MemoryRegion2) -> Result<()> {
+    pub(crate) fn set(&self, r: MemoryRegion2) -> Result<()> {
         set_region(&self.vm, r)
     }
 
@@ -155,7 +155,7 @@ impl Guest {
     }
 
     /// KVM_RUN until an exit this test knows; anything else is an error.
-    fn run(&mut self) -> Result<Exit> {
+    pub(crate) fn run(&mut self) -> Result<Exit> {
         for _ in 0..16 {
             match self.vcpu.run() {
                 Ok(VcpuExit::IoOut(port, data)) => return Ok(Exit::Out(port, data.to_vec())),
@@ -223,7 +223,7 @@ impl Guest {
         Ok(out)
     }
 
-    fn pages(&self) -> Result<Pages> {
+    pub(crate) fn pages(&self) -> Result<Pages> {
         let [p4k, p2m] = self.stat(["pages_4k", "pages_2m"])?;
         Ok(Pages { p4k, p2m })
     }
@@ -237,9 +237,9 @@ impl Guest {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pages {
-    p4k: u64,
-    p2m: u64,
+pub(crate) struct Pages {
+    pub(crate) p4k: u64,
+    pub(crate) p2m: u64,
 }
 
 /// Parse the contents of a KVM binary stats fd (Documentation/virt/kvm/
@@ -591,13 +591,7 @@ fn rust_offsets(page: u64) -> (u16, u16) {
 /// L2 reads a byte of `page` of the Rust exporter's buffer, which must be of
 /// generation `generation` of the sample's pattern, and writes `val` to
 /// another byte of it.
-fn read_rust_page(
-    g: &mut Guest,
-    page: u64,
-    generation: u32,
-    val: u8,
-    f: &mut Facts,
-) -> Result<()> {
+fn read_rust_page(g: &mut Guest, page: u64, generation: u32, val: u8, f: &mut Facts) -> Result<()> {
     let (read, write) = rust_offsets(page);
     g.start(&program(read, write, val), RUST_GPA)?;
     let got = g.run_program(f)?;
@@ -634,13 +628,13 @@ fn rust_val(page: u64) -> u8 {
 fn rust_exporter(r: &mut Runner<'_>, g: &mut Guest) {
     r.section("A guest runs on memory of a Rust exporter, which moves it");
     let Some(dev) = r.attempt(
-        &format!("open {}: a DYNAMIC buffer of system memory", rust_exporter::DEVICE),
+        &format!(
+            "open {}: a DYNAMIC buffer of system memory",
+            rust_exporter::DEVICE
+        ),
         |f| {
             let dev = rust_exporter::open()?;
-            f.add(format!(
-                "{} pages of generation 0",
-                rust_exporter::NR_PAGES
-            ));
+            f.add(format!("{} pages of generation 0", rust_exporter::NR_PAGES));
             Ok(dev)
         },
     ) else {

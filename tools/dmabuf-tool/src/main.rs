@@ -12,6 +12,7 @@ mod import_sample;
 mod iommufd;
 mod kmsg;
 mod kvm;
+mod kvm_bench;
 mod kvm_guest;
 mod mmap;
 mod pci;
@@ -74,6 +75,7 @@ fn main() -> ExitCode {
             bar_exporter::run(&mut Runner::new(&mut tap))
         }
         Command::Bench => bench::run(&mut io::stdout()),
+        Command::KvmBench => kvm_bench::run(&mut io::stdout()),
         Command::TryMap { bar, iova, ranges } => report_result(try_map(bar, iova, &ranges)),
     };
     if ok {

@@ -125,6 +125,25 @@ impl Mapping {
         }
     }
 
+    /// `madvise(MADV_HUGEPAGE)` on `[off, off + len)`, or `MADV_NOHUGEPAGE`
+    /// when `!huge`; `off` must be page aligned.
+    pub fn advise_huge(&self, off: usize, len: usize, huge: bool) -> io::Result<()> {
+        self.check(off, len, 1);
+        let advice = if huge {
+            libc::MADV_HUGEPAGE
+        } else {
+            libc::MADV_NOHUGEPAGE
+        };
+        // SAFETY: the range is inside the mapping (checked above), which this
+        // value owns; these two advices change which pages may back it, not
+        // what it holds.
+        let r = unsafe { libc::madvise(self.ptr.as_ptr().add(off).cast(), len, advice) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Read `len` bytes at `off` into a new vector.
     pub fn to_vec(&self, off: usize, len: usize) -> Vec<u8> {
         let mut v = vec![0; len];
@@ -157,6 +176,13 @@ mod tests {
         assert_eq!(m.to_vec(100, 5), b"hello");
         m.fill(200, 3, 0xa5);
         assert_eq!(m.to_vec(199, 5), [0, 0xa5, 0xa5, 0xa5, 0]);
+    }
+
+    #[test]
+    fn huge_advice_needs_a_page_aligned_start() {
+        let m = Mapping::anonymous(8192).unwrap();
+        let e = m.advise_huge(1, 4095, false).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
     }
 
     #[test]
