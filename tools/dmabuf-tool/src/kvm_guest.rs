@@ -683,37 +683,49 @@ fn rust_exporter(r: &mut Runner<'_>, g: &mut Guest) {
                     "migrated: dmabuf_invalidations {inval} -> {inval_moved}, \
                      pages_4k {p4k} -> {p4k_moved}"
                 ));
+                // Every broken rule is reported, not only the first.
+                let mut broken = Vec::new();
                 if inval_moved != inval + 1 {
-                    return Err(Error::msg("expected exactly one invalidation of the slot"));
+                    broken.push("not exactly one invalidation of the slot".to_string());
                 }
                 if p4k_moved + rust_exporter::NR_PAGES > p4k {
-                    return Err(Error::msg(format!(
+                    broken.push(format!(
                         "the {} pages L2 touched are still mapped",
                         rust_exporter::NR_PAGES
-                    )));
+                    ));
                 }
                 // The old page 0 holds L2's write; the new one the pattern.
                 let (_, w) = rust_offsets(0);
                 let want = rust_exporter::pattern_of(u64::from(w), 1, 1)[0];
                 let got = read_rust_byte(g, w, f)?;
-                if got != want {
-                    return Err(Error::msg(format!(
+                if got == want {
+                    f.add(format!(
+                        "L2 read {got:#04x} at {w:#x}: the new page, not its write to the old one"
+                    ));
+                } else {
+                    broken.push(format!(
                         "L2 read {got:#04x} at {w:#x}: not generation 1's {want:#04x}{}",
-                        if got == rust_val(0) { ", but its own write to the old page" } else { "" }
-                    )));
+                        if got == rust_val(0) {
+                            ", but its own write to the old page"
+                        } else {
+                            ""
+                        }
+                    ));
                 }
-                f.add(format!(
-                    "L2 read {got:#04x} at {w:#x}: the new page, not its write to the old one"
-                ));
                 for page in 0..rust_exporter::NR_PAGES {
-                    read_rust_page(g, page, 1, rust_val(page), f)?;
+                    if let Err(e) = read_rust_page(g, page, 1, rust_val(page), f) {
+                        broken.push(e.to_string());
+                    }
                 }
                 let (p4k_end, inval_end) = g.invalidations()?;
                 f.add(format!(
                     "after the reads: dmabuf_invalidations {inval_end}, pages_4k {p4k_end}"
                 ));
                 if inval_end != inval_moved {
-                    return Err(Error::msg("the slot was invalidated again"));
+                    broken.push("the slot was invalidated again".to_string());
+                }
+                if !broken.is_empty() {
+                    return Err(Error::msg(broken.join("; ")));
                 }
                 Ok(())
             },
