@@ -73,7 +73,7 @@ series-steps:
 clean:
 	rm -rf $(OUT) target src/*.o src/*.ko src/*.mod* src/.*.cmd .*.cmd \
 		Module.symvers modules.order src/modules.order \
-		$(foreach d,samples/c samples/rust bench,$(d)/*.o $(d)/*.ko $(d)/*.mod* $(d)/.*.cmd)
+		$(foreach d,samples/c samples/rust bench tests/stress,$(d)/*.o $(d)/*.ko $(d)/*.mod* $(d)/.*.cmd)
 
 # Removes the kernel source and build trees (a cold build follows).
 cache-clean:

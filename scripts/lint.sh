@@ -35,8 +35,9 @@ cp_strict() { PATH=/usr/bin:$PATH "$TREE/scripts/checkpatch.pl" --strict --quiet
 check "checkpatch --strict: the $(ls "$TOP"/patches/*.patch | wc -l) patches of the series" \
 	checkpatch-patches.log cp_strict --ignore FILE_PATH_CHANGES,UNKNOWN_COMMIT_ID \
 	"$TOP"/patches/*.patch
-check "checkpatch --strict: the C modules (samples/c, bench)" checkpatch-modules.log \
-	cp_strict --no-tree -f $(cd "$TOP" && git ls-files --full-name -- 'samples/c/*.[ch]' 'bench/*.c' |
+check "checkpatch --strict: the C modules (samples/c, bench, tests/stress)" checkpatch-modules.log \
+	cp_strict --no-tree -f $(cd "$TOP" && git ls-files --full-name -- 'samples/c/*.[ch]' 'bench/*.c' \
+		'tests/stress/*.c' |
 		sed "s|^|$TOP/|")
 
 # kernel-doc: files the series adds are warning-free; files it changes have

@@ -193,6 +193,36 @@ def results(smoke=SMOKE, smoke_rc=0, iommufd=IOMMUFD, kmemleak=(), drop=(), done
     return out + (['### done'] if done else [])
 
 
+# The stress module's KUnit suite at insmod: a KTAP run of its own, with the
+# lines it logs (rates, counts, the total from suite_exit) between its cases.
+KTAP_STRESS = [
+    '[   40.100000] KTAP version 1',
+    '[   40.100001] 1..1',
+    '[   40.100002]     KTAP version 1',
+    '[   40.100003]     # Subtest: dma_buf_memory_stress',
+    '[   40.100004]     1..4',
+] + [l for i, case in enumerate(('pinned', 'revocable', 'dynamic', 'mixed'), 1) for l in (
+    f'[   6{i}.000000]     # stress_{case}: 41234 operations in 20004 ms: 2061 per second',
+    f'[   6{i}.000001]     # stress_{case}: attach=401 detach=401 get=12000 put=11800',
+    f'[   6{i}.000002]     # stress_{case}.speed: slow',
+    f'[   6{i}.000003]     ok {i} stress_{case}',
+)] + [
+    '[   70.000000] dmabuf-stress: 164936 operations in all cases',
+    '[   70.000001] # dma_buf_memory_stress: pass:4 fail:0 skip:0 total:4',
+    '[   70.000002] # Totals: pass:4 fail:0 skip:0 total:4',
+    '[   70.000003] ok 1 dma_buf_memory_stress',
+]
+STRESS_EXPECT = 'insmod,rmmod,stress,rmmod_stress,smoke,iommufd_selftest,kmemleak'
+
+
+def stress_results(rmmod_rc=0):
+    """results() with the stress module's sections, which guest/init writes after rmmod."""
+    out = results()
+    i = out.index('### end rmmod rc=0') + 1
+    return (out[:i] + ['### begin stress', '### end stress rc=0',
+                       '### begin rmmod_stress', f'### end rmmod_stress rc={rmmod_rc}'] + out[i:])
+
+
 # --------------------------------------------------------------------------
 # Running analyze.py
 
@@ -325,6 +355,22 @@ class TestResults(Base):
         self.assertIn('the guest stopped inside this test', r.out)
         self.assertIn('smoke: 2 passed, 0 failed, 0 skipped (rc=None)', r.out)
         self.assertCounts(r, 3 + 1 + 2 + 1, 2)
+
+    @analyzed(console(ktap=KTAP_PASS + KTAP_STRESS), stress_results(),
+              expect=STRESS_EXPECT)
+    def test_stress_sections_pass_on_exit_status_and_its_cases_count(self, r):
+        # insmod of the stress module prints nothing on the results port:
+        # no TAP is needed; its 4 KUnit cases come from the console.
+        self.assertPasses(r, passed=CLEAN_PASSED + 2 + 4)
+        self.assertIn('kunit run 2: 4 passed, 0 failed, 0 skipped (dma_buf_memory_stress)', r.out)
+        self.assertIn('stress: rc=0', r.out)
+        self.assertIn('rmmod_stress: rc=0', r.out)
+
+    @analyzed(console(ktap=KTAP_PASS + KTAP_STRESS), stress_results(rmmod_rc=1),
+              expect=STRESS_EXPECT)
+    def test_stress_module_that_cannot_unload_fails(self, r):
+        # A dma-buf it leaked would hold a reference to the module.
+        self.assertFailsWith(r, '[guest] rmmod_stress succeeds', passed=CLEAN_PASSED + 1 + 4)
 
     @analyzed(console(), results(kmemleak=KMEMLEAK_REPORT))
     def test_kmemleak_report_fails(self, r):
