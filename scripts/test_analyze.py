@@ -372,6 +372,15 @@ class TestResults(Base):
         # A dma-buf it leaked would hold a reference to the module.
         self.assertFailsWith(r, '[guest] rmmod_stress succeeds', passed=CLEAN_PASSED + 1 + 4)
 
+    @analyzed(console(), stress_results() + [
+        '### begin kvm_memslot_selftest', 'Random seed: 0x1', '### end kvm_memslot_selftest rc=0',
+        '### begin kvm_gmem_selftest', '### end kvm_gmem_selftest rc=1'],
+        expect=STRESS_EXPECT + ',kvm_memslot_selftest,kvm_gmem_selftest')
+    def test_kvm_selftests_are_judged_by_exit_status(self, r):
+        # Upstream's KVM selftests print no TAP: rc 0 passes, anything else fails.
+        self.assertIn('kvm_memslot_selftest: rc=0', r.out)
+        self.assertFailsWith(r, '[guest] kvm_gmem_selftest succeeds', passed=CLEAN_PASSED + 2 + 1)
+
     @analyzed(console(), results(kmemleak=KMEMLEAK_REPORT))
     def test_kmemleak_report_fails(self, r):
         self.assertFailsWith(r, '[kmemleak] no leaked objects', passed=CLEAN_PASSED - 1)
