@@ -74,30 +74,28 @@ if rows:
 
 tally.add('bench', 'insmod succeeds', rc == 0, f'rc={rc}')
 tally.add('bench', 'benchmark finished', 'done' in lines and rows, '\n'.join(lines[-20:]))
-# dmabuf-tool bench (iommufd side), after the module's table.
-irc, ibody = secs.get('iommufd_bench', (None, []))
-ilines = [l[len('dmabuf-tool bench: '):] for l in ibody if l.startswith('dmabuf-tool bench: ')]
-irows = [l for l in ilines if l.startswith('row ')]
-print()
-for l in ilines:
-    if not l.startswith('row '):
-        print(l)
-with open(os.path.join(outdir, 'iommufd_rows.txt'), 'w') as f:
-    f.writelines(l + '\n' for l in irows)
-tally.add('iommufd_bench', 'dmabuf-tool bench finished', irc == 0 and 'done' in ilines and irows,
-          '\n'.join(ibody[-20:]))
-# dmabuf-tool kvm-bench (KVM side), after the iommufd tables.
-krc, kbody = secs.get('kvm_bench', (None, []))
-klines = [l[len('dmabuf-tool kvm-bench: '):] for l in kbody if l.startswith('dmabuf-tool kvm-bench: ')]
-krows = [l for l in klines if l.startswith('row ')]
-print()
-for l in klines:
-    if not l.startswith('row '):
-        print(l)
-with open(os.path.join(outdir, 'kvm_rows.txt'), 'w') as f:
-    f.writelines(l + '\n' for l in krows)
-tally.add('kvm_bench', 'dmabuf-tool kvm-bench finished', krc == 0 and 'done' in klines and krows,
-          '\n'.join(kbody[-20:]))
+def tool_section(section, prefix, rows_file, what):
+    """Print a dmabuf-tool benchmark's table, keep its row lines in rows_file."""
+    trc, tbody = secs.get(section, (None, []))
+    tlines = [l[len(prefix):] for l in tbody if l.startswith(prefix)]
+    trows = [l for l in tlines if l.startswith('row ')]
+    print()
+    for l in tlines:
+        if not l.startswith('row '):
+            print(l)
+    with open(os.path.join(outdir, rows_file), 'w') as f:
+        f.writelines(l + '\n' for l in trows)
+    tally.add(section, f'{what} finished', trc == 0 and 'done' in tlines and trows,
+              '\n'.join(tbody[-20:]))
+    return trows
+
+
+# dmabuf-tool bench (iommufd side), after the module's table; then
+# dmabuf-tool kvm-bench (KVM side).
+irows = tool_section('iommufd_bench', 'dmabuf-tool bench: ', 'iommufd_rows.txt',
+                     'dmabuf-tool bench')
+krows = tool_section('kvm_bench', 'dmabuf-tool kvm-bench: ', 'kvm_rows.txt',
+                     'dmabuf-tool kvm-bench')
 
 rmmod = secs.get('rmmod', (None, []))
 tally.add('bench', 'rmmod succeeds', rmmod[0] == 0, '\n'.join(rmmod[1]))
