@@ -19,6 +19,14 @@ commands:
                         memslot: anonymous memory (4K pages, THP) against
                         ivshmem's BAR2 as a dma-buf (KVM_MEM_DMABUF; two
                         ranges, one); figures for `make bench`, not a test
+  fuzz [--seed N] [--calls N]
+                        in-guest TAP test: random and boundary inputs to
+                        VFIO_DEVICE_FEATURE_DMA_BUF, IOMMU_IOAS_MAP_FILE,
+                        KVM_SET_USER_MEMORY_REGION2 (KVM_MEM_DMABUF) and the
+                        samples' ioctls, each result checked against the
+                        documented rules (seed 0xdb5eed and 10000 calls in
+                        all by default; each interface also stops at a time
+                        budget); --seed replays a run
   try-map [--bar N] [--iova ADDR] RANGES
                         export RANGES of ivshmem's BAR N (default 2) as one
                         dma-buf and try IOMMU_IOAS_MAP_FILE of it at ADDR
@@ -37,6 +45,10 @@ pub enum Command {
     BarExporter,
     Bench,
     KvmBench,
+    Fuzz {
+        seed: u64,
+        calls: u64,
+    },
     TryMap {
         bar: u32,
         iova: u64,
@@ -104,6 +116,26 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some("bar-exporter") => no_more(Command::BarExporter),
         Some("bench") => no_more(Command::Bench),
         Some("kvm-bench") => no_more(Command::KvmBench),
+        Some("fuzz") => {
+            let mut seed = crate::fuzz::DEFAULT_SEED;
+            let mut calls = crate::fuzz::DEFAULT_CALLS;
+            let mut i = 0;
+            while i < rest.len() {
+                let a = rest[i].as_str();
+                i += 1;
+                let v = rest
+                    .get(i)
+                    .map(|s| s.as_str())
+                    .ok_or_else(|| format!("{a} needs a value"));
+                match a {
+                    "--seed" => seed = parse_u64(v?)?,
+                    "--calls" => calls = parse_u64(v?)?,
+                    _ => return Err(format!("unexpected argument {a:?}")),
+                }
+                i += 1;
+            }
+            Ok(Command::Fuzz { seed, calls })
+        }
         Some("try-map") => {
             let mut bar = 2u32;
             let mut iova = 0x20_0000u64;
@@ -219,6 +251,31 @@ mod tests {
         assert_eq!(parse(&v(&["kvm-bench"])), Ok(Command::KvmBench));
         assert!(parse(&v(&["kvm-bench", "x"])).is_err());
         assert!(parse(&v(&["smoke", "extra"])).is_err());
+        assert_eq!(
+            parse(&v(&["fuzz"])),
+            Ok(Command::Fuzz {
+                seed: 0xdb5eed,
+                calls: 10_000
+            })
+        );
+        assert_eq!(
+            parse(&v(&["fuzz", "--calls", "2K", "--seed", "0x1234"])),
+            Ok(Command::Fuzz {
+                seed: 0x1234,
+                calls: 2048
+            })
+        );
+        assert_eq!(
+            parse(&v(&["fuzz", "--seed", "42"])),
+            Ok(Command::Fuzz {
+                seed: 42,
+                calls: 10_000
+            })
+        );
+        assert!(parse(&v(&["fuzz", "--seed"])).is_err());
+        assert!(parse(&v(&["fuzz", "--seed", "x"])).is_err());
+        assert!(parse(&v(&["fuzz", "--rounds", "3"])).is_err());
+        assert!(parse(&v(&["fuzz", "7"])).is_err());
         assert!(parse(&v(&["frobnicate"])).is_err());
         assert_eq!(
             parse(&v(&["try-map", "0+64K"])),

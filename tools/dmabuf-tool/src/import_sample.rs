@@ -17,9 +17,9 @@ use crate::report::{Facts, Runner};
 use crate::sys::{self, ImportSampleDescribe, ImportSampleMap, ImportSampleRange};
 
 /// The sample's device node, created by devtmpfs when the module loads.
-const DEVICE: &str = "/dev/dmabuf_import_sample";
+pub(crate) const DEVICE: &str = "/dev/dmabuf_import_sample";
 /// `DMA_BUF_MODEL_PINNED`.
-const MODEL_PINNED: u32 = 1;
+pub(crate) const MODEL_PINNED: u32 = 1;
 
 /// Joins ranges that follow each other physically: an sg_table may split a
 /// range that a description keeps whole, or the other way round.

@@ -125,7 +125,7 @@ impl Iommufd {
         self.map_file_flags(ioas, fd, start, length, iova, MAP_FLAGS)
     }
 
-    fn map_file_flags(
+    pub(crate) fn map_file_flags(
         &self,
         ioas: u32,
         fd: i32,

@@ -224,8 +224,8 @@ struct Snapshot {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct BufInfo {
-    objects: usize,
+pub(crate) struct BufInfo {
+    pub(crate) objects: usize,
     kvm_attachments: usize,
 }
 
@@ -248,7 +248,7 @@ fn parse_bufinfo(text: &str) -> Option<BufInfo> {
     })
 }
 
-fn bufinfo() -> Option<BufInfo> {
+pub(crate) fn bufinfo() -> Option<BufInfo> {
     parse_bufinfo(&std::fs::read_to_string(BUFINFO).ok()?)
 }
 

@@ -8,6 +8,7 @@ mod bench;
 mod dmabuf;
 mod edu;
 mod errno;
+mod fuzz;
 mod import_sample;
 mod iommufd;
 mod kmsg;
@@ -73,6 +74,10 @@ fn main() -> ExitCode {
         Command::BarExporter => {
             let mut tap = tap::Tap::new(io::stdout());
             bar_exporter::run(&mut Runner::new(&mut tap))
+        }
+        Command::Fuzz { seed, calls } => {
+            let mut tap = tap::Tap::new(io::stdout());
+            fuzz::run(&mut Runner::new(&mut tap), seed, calls)
         }
         Command::Bench => bench::run(&mut io::stdout()),
         Command::KvmBench => kvm_bench::run(&mut io::stdout()),

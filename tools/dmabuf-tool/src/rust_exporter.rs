@@ -24,7 +24,7 @@ use crate::sys;
 /// The sample's device node, created by devtmpfs when the module loads.
 pub const DEVICE: &str = "/dev/rust_dmabuf_exporter";
 /// The sample's name, which its dma-bufs carry as `exp_name`.
-const EXPORTER: &str = "rust_dmabuf_exporter";
+pub(crate) const EXPORTER: &str = "rust_dmabuf_exporter";
 
 /// `RUST_DMABUF_EXPORT`: a descriptor of the open file's `Model::Dynamic` buffer.
 pub const EXPORT_DYNAMIC: u32 = sys::io(0xdb, 0x20);
@@ -32,7 +32,7 @@ pub const EXPORT_DYNAMIC: u32 = sys::io(0xdb, 0x20);
 /// hold the pattern of the next generation.
 pub const MIGRATE: u32 = sys::io(0xdb, 0x21);
 /// `RUST_DMABUF_EXPORT_PINNED`: a new `Model::Pinned` buffer holding `pattern`.
-const EXPORT_PINNED: u32 = sys::io(0xdb, 0x22);
+pub(crate) const EXPORT_PINNED: u32 = sys::io(0xdb, 0x22);
 
 const PAGE: u64 = 4096;
 /// Pages in each of the sample's buffers (its `NR_PAGES`).
