@@ -27,6 +27,13 @@ commands:
                         documented rules (seed 0xdb5eed and 10000 calls in
                         all by default; each interface also stops at a time
                         budget); --seed replays a run
+  failnth               in-guest TAP test: each allocation (and iommufd
+                        selftest fault point) of VFIO_DEVICE_FEATURE_DMA_BUF,
+                        IOMMU_IOAS_MAP_FILE, KVM_SET_USER_MEMORY_REGION2
+                        (KVM_MEM_DMABUF) and the samples' ioctls fails in turn
+                        through /proc/thread-self/fail-nth; each failure must
+                        give ENOMEM, leave nothing behind, and the call must
+                        then succeed (needs CONFIG_FAILSLAB and debugfs)
   try-map [--bar N] [--iova ADDR] RANGES
                         export RANGES of ivshmem's BAR N (default 2) as one
                         dma-buf and try IOMMU_IOAS_MAP_FILE of it at ADDR
@@ -49,6 +56,7 @@ pub enum Command {
         seed: u64,
         calls: u64,
     },
+    Failnth,
     TryMap {
         bar: u32,
         iova: u64,
@@ -116,6 +124,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some("bar-exporter") => no_more(Command::BarExporter),
         Some("bench") => no_more(Command::Bench),
         Some("kvm-bench") => no_more(Command::KvmBench),
+        Some("failnth") => no_more(Command::Failnth),
         Some("fuzz") => {
             let mut seed = crate::fuzz::DEFAULT_SEED;
             let mut calls = crate::fuzz::DEFAULT_CALLS;
@@ -276,6 +285,8 @@ mod tests {
         assert!(parse(&v(&["fuzz", "--seed", "x"])).is_err());
         assert!(parse(&v(&["fuzz", "--rounds", "3"])).is_err());
         assert!(parse(&v(&["fuzz", "7"])).is_err());
+        assert_eq!(parse(&v(&["failnth"])), Ok(Command::Failnth));
+        assert!(parse(&v(&["failnth", "5"])).is_err());
         assert!(parse(&v(&["frobnicate"])).is_err());
         assert_eq!(
             parse(&v(&["try-map", "0+64K"])),

@@ -31,11 +31,15 @@ pub fn check_exporter(fd: &OwnedFd, exporter: &str, len: u64, f: &mut Facts) -> 
     Ok(())
 }
 
+/// The kernel's `O_ACCMODE`: musl's includes `O_PATH` (as `O_SEARCH`), which
+/// is not part of the access mode the kernel keeps in `f_flags`.
+pub const O_ACCMODE: i32 = 0o3;
+
 /// The access mode (`O_RDONLY`, `O_WRONLY` or `O_RDWR`) in an fdinfo
 /// `flags:` value, which the kernel prints in octal ("02100002").
 pub fn access_mode(flags: &str) -> Option<i32> {
     let v = i32::from_str_radix(flags.trim(), 8).ok()?;
-    Some(v & libc::O_ACCMODE)
+    Some(v & O_ACCMODE)
 }
 
 /// The name of an access mode.
@@ -75,6 +79,8 @@ mod tests {
         assert_eq!(access_mode("02100002\n"), Some(libc::O_RDWR));
         assert_eq!(access_mode("01"), Some(libc::O_WRONLY));
         assert_eq!(access_mode("0"), Some(libc::O_RDONLY));
+        // O_PATH is not part of the access mode (musl's O_ACCMODE has it).
+        assert_eq!(access_mode("010000001"), Some(libc::O_WRONLY));
         assert_eq!(access_mode("0x2"), None);
         assert_eq!(access_mode("08"), None);
         assert_eq!(access_name(libc::O_RDONLY), "O_RDONLY");

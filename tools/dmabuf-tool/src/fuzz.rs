@@ -476,7 +476,7 @@ pub fn vfio_input(rng: &mut Rng, bars: &[u64; NR_BARS]) -> VfioInput {
             libc::O_RDONLY | libc::O_CLOEXEC,
             libc::O_WRONLY | libc::O_CLOEXEC,
             libc::O_RDWR,
-            libc::O_ACCMODE | libc::O_CLOEXEC,
+            dmabuf::O_ACCMODE | libc::O_CLOEXEC,
             RW | libc::O_NONBLOCK,
             RW | libc::O_APPEND | libc::O_TRUNC | libc::O_CREAT,
             0,
@@ -537,7 +537,7 @@ fn check_vfio_buf(
             "the new dma-buf is {name} of {len} bytes, expected {exp_name} of {total}"
         ));
     }
-    let bits = (libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_CLOEXEC) as u32;
+    let bits = (dmabuf::O_ACCMODE | libc::O_NONBLOCK | libc::O_CLOEXEC) as u32;
     let got = u32::from_str_radix(&flags, 8).map_err(|_| format!("fdinfo flags {flags:?}"))?;
     if got & bits != input.open_flags & bits {
         return Err(format!(
@@ -1578,7 +1578,7 @@ struct Ivs {
 }
 
 /// Why ivshmem cannot be fuzzed here, if it cannot.
-fn ivshmem_absent() -> Option<String> {
+pub(crate) fn ivshmem_absent() -> Option<String> {
     let sysfs = Sysfs::default();
     match sysfs.find(IVSHMEM) {
         Ok(v) if v.is_empty() => {

@@ -34,7 +34,7 @@ fn joined(ranges: &[ImportSampleRange]) -> Vec<ImportSampleRange> {
     out
 }
 
-fn describe(dev: &File, buf: &OwnedFd) -> Result<ImportSampleDescribe> {
+pub(crate) fn describe(dev: &File, buf: &OwnedFd) -> Result<ImportSampleDescribe> {
     let mut arg = ImportSampleDescribe {
         fd: buf.as_raw_fd(),
         ..Default::default()

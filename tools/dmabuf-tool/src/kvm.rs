@@ -226,14 +226,14 @@ struct Snapshot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BufInfo {
     pub(crate) objects: usize,
-    kvm_attachments: usize,
+    pub(crate) kvm_attachments: usize,
 }
 
-const BUFINFO: &str = "/sys/kernel/debug/dma_buf/bufinfo";
+pub(crate) const BUFINFO: &str = "/sys/kernel/debug/dma_buf/bufinfo";
 
 /// Parse dma-buf's debugfs summary: "Total N objects, ..." and the
 /// attachments of the device "kvm" (one "\tkvm" line each).
-fn parse_bufinfo(text: &str) -> Option<BufInfo> {
+pub(crate) fn parse_bufinfo(text: &str) -> Option<BufInfo> {
     let objects = text.lines().find_map(|l| {
         l.strip_prefix("Total ")?
             .split_once(" objects")?

@@ -8,6 +8,7 @@ mod bench;
 mod dmabuf;
 mod edu;
 mod errno;
+mod failnth;
 mod fuzz;
 mod import_sample;
 mod iommufd;
@@ -78,6 +79,10 @@ fn main() -> ExitCode {
         Command::Fuzz { seed, calls } => {
             let mut tap = tap::Tap::new(io::stdout());
             fuzz::run(&mut Runner::new(&mut tap), seed, calls)
+        }
+        Command::Failnth => {
+            let mut tap = tap::Tap::new(io::stdout());
+            failnth::run(&mut Runner::new(&mut tap))
         }
         Command::Bench => bench::run(&mut io::stdout()),
         Command::KvmBench => kvm_bench::run(&mut io::stdout()),

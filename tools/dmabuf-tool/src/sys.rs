@@ -320,18 +320,41 @@ pub fn vfio_feature_dma_buf(
     open_flags: u32,
     ranges: &[VfioRegionDmaRange],
 ) -> io::Result<OwnedFd> {
-    let mut arg = dma_buf_feature_arg(region_index, open_flags, ranges);
-    // SAFETY: `arg` is an exclusively borrowed buffer laid out as the kernel
-    // expects (see `dma_buf_feature_arg`): `argsz` is its whole length and
-    // `nr_ranges` equals the number of ranges it holds, so the kernel's reads
-    // (`copy_from_user` of the header, `memdup_array_user` of the ranges) stay
-    // inside it. The DMA_BUF GET feature writes nothing back through the
-    // pointer; it returns the new fd as the ioctl result.
+    let mut arg = DmaBufFeatureArg::new(region_index, open_flags, ranges);
+    vfio_feature_dma_buf_arg(device, &mut arg)
+}
+
+/// The argument of `VFIO_DEVICE_FEATURE(GET | DMA_BUF)`, built once from
+/// [`dma_buf_feature_arg`] so that it can be passed to
+/// [`vfio_feature_dma_buf_arg`] many times without allocating: `failnth`
+/// must make no system call (a heap growth) between arming a fault and the
+/// ioctl.
+#[derive(Debug, Clone)]
+pub struct DmaBufFeatureArg(Vec<u8>);
+
+impl DmaBufFeatureArg {
+    pub fn new(region_index: u32, open_flags: u32, ranges: &[VfioRegionDmaRange]) -> Self {
+        DmaBufFeatureArg(dma_buf_feature_arg(region_index, open_flags, ranges))
+    }
+}
+
+/// `vfio_feature_dma_buf` with its argument built beforehand: one ioctl,
+/// nothing allocated.
+pub fn vfio_feature_dma_buf_arg(
+    device: BorrowedFd<'_>,
+    arg: &mut DmaBufFeatureArg,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `arg.0` is an exclusively borrowed buffer laid out as the kernel
+    // expects (only `dma_buf_feature_arg` builds one): `argsz` is its whole
+    // length and `nr_ranges` equals the number of ranges it holds, so the
+    // kernel's reads (`copy_from_user` of the header, `memdup_array_user` of
+    // the ranges) stay inside it. The DMA_BUF GET feature writes nothing back
+    // through the pointer; it returns the new fd as the ioctl result.
     let rc = unsafe {
         libc::ioctl(
             device.as_raw_fd(),
             VFIO_DEVICE_FEATURE as libc::Ioctl,
-            arg.as_mut_ptr(),
+            arg.0.as_mut_ptr(),
         )
     };
     if rc < 0 {
