@@ -34,6 +34,13 @@ commands:
                         through /proc/thread-self/fail-nth; each failure must
                         give ENOMEM, leave nothing behind, and the call must
                         then succeed (needs CONFIG_FAILSLAB and debugfs)
+  stress                in-guest TAP test: concurrent threads export, MAP_FILE
+                        and unmap three-range dma-bufs of ivshmem's BAR2,
+                        create and delete KVM_MEM_DMABUF memslots of them, and
+                        toggle PCI_COMMAND.MEMORY (revoke, restore); only
+                        success or ENODEV while revoked is allowed; sampled
+                        edu DMAs must land while decoding is on and not while
+                        revoked (10000 iterations or 60 s)
   try-map [--bar N] [--iova ADDR] RANGES
                         export RANGES of ivshmem's BAR N (default 2) as one
                         dma-buf and try IOMMU_IOAS_MAP_FILE of it at ADDR
@@ -57,6 +64,7 @@ pub enum Command {
         calls: u64,
     },
     Failnth,
+    Stress,
     TryMap {
         bar: u32,
         iova: u64,
@@ -125,6 +133,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some("bench") => no_more(Command::Bench),
         Some("kvm-bench") => no_more(Command::KvmBench),
         Some("failnth") => no_more(Command::Failnth),
+        Some("stress") => no_more(Command::Stress),
         Some("fuzz") => {
             let mut seed = crate::fuzz::DEFAULT_SEED;
             let mut calls = crate::fuzz::DEFAULT_CALLS;
@@ -287,6 +296,8 @@ mod tests {
         assert!(parse(&v(&["fuzz", "7"])).is_err());
         assert_eq!(parse(&v(&["failnth"])), Ok(Command::Failnth));
         assert!(parse(&v(&["failnth", "5"])).is_err());
+        assert_eq!(parse(&v(&["stress"])), Ok(Command::Stress));
+        assert!(parse(&v(&["stress", "60"])).is_err());
         assert!(parse(&v(&["frobnicate"])).is_err());
         assert_eq!(
             parse(&v(&["try-map", "0+64K"])),

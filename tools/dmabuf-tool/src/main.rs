@@ -21,6 +21,7 @@ mod pci;
 mod report;
 mod rust_exporter;
 mod story;
+mod stress;
 mod sys;
 mod tap;
 mod vfio;
@@ -83,6 +84,10 @@ fn main() -> ExitCode {
         Command::Failnth => {
             let mut tap = tap::Tap::new(io::stdout());
             failnth::run(&mut Runner::new(&mut tap))
+        }
+        Command::Stress => {
+            let mut tap = tap::Tap::new(io::stdout());
+            stress::run(&mut Runner::new(&mut tap))
         }
         Command::Bench => bench::run(&mut io::stdout()),
         Command::KvmBench => kvm_bench::run(&mut io::stdout()),

@@ -66,9 +66,9 @@ pub const DMA_BUF_MEMORY_MAX_RANGES: usize = 65536;
 
 /// Where in the BAR (and so in the dma-buf) edu writes, and how much.
 const TARGET_OFF: u64 = 0x3000;
-const PATTERN_LEN: u64 = 0x200;
+pub(crate) const PATTERN_LEN: u64 = 0x200;
 /// Bytes checked on each side of a write to prove nothing else changed.
-const GUARD: u64 = 0x1000;
+pub(crate) const GUARD: u64 = 0x1000;
 const BACKGROUND: u8 = 0x5a;
 
 // The target and its guards sit inside the single-range export, and one
@@ -102,7 +102,7 @@ fn usize_of(v: u64) -> usize {
 }
 
 /// Fill the target area and its guards in the BAR with `BACKGROUND`.
-fn prepare_target(bar: &Mapping, off: u64) {
+pub(crate) fn prepare_target(bar: &Mapping, off: u64) {
     bar.fill(
         usize_of(off - GUARD),
         usize_of(PATTERN_LEN + 2 * GUARD),
@@ -112,7 +112,7 @@ fn prepare_target(bar: &Mapping, off: u64) {
 
 /// Check that `want` is at `off` in the BAR and the guards around it still
 /// hold `BACKGROUND`.
-fn verify_target(bar: &Mapping, off: u64, want: &[u8], facts: &mut Facts) -> Result<()> {
+pub(crate) fn verify_target(bar: &Mapping, off: u64, want: &[u8], facts: &mut Facts) -> Result<()> {
     let len = want.len() as u64;
     let got = bar.to_vec(usize_of(off), want.len());
     facts.add(format!(
