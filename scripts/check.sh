@@ -66,7 +66,7 @@ guest_run() {
 		"$OUT/guest" "${DMABUF_TIMEOUT:-1500}"
 	log "guest: qemu exited rc=$?; analysing $OUT/guest"
 	python3 "$TOP/scripts/analyze.py" "$OUT/guest" \
-		--expect insmod,rmmod,stress,rmmod_stress,samples,bind,smoke,kvm,fuzz,failnth,devstress,bar_exporter,iommufd_selftest,kvm_memslot_selftest,kvm_gmem_selftest,kmemleak \
+		--expect insmod,rmmod,stress,rmmod_stress,samples,bind,smoke,kvm,fuzz,failnth,bar_exporter,iommufd_selftest,kvm_memslot_selftest,kvm_gmem_selftest,kmemleak \
 		--kunit-py "$CACHE/linux/tools/testing/kunit/kunit.py" | tee "$OUT/guest/summary.txt"
 	rc=${PIPESTATUS[0]}
 	line=$(grep '^GUEST ' "$OUT/guest/summary.txt")

@@ -11,6 +11,12 @@
 //! - the KVM thread: in one VM, creates and deletes a `KVM_MEM_DMABUF`
 //!   memslot of a fresh or kept dma-buf.
 //!
+//! Not part of `make check` yet: its first run crashed the emulator itself
+//! (QEMU 7.2 TCG, Debian 12: SIGSEGV of qemu-system-x86_64 about 20 s in,
+//! after a few sampled edu DMA faults while the BAR was revoked); the guest
+//! kernel had logged nothing wrong. Run it by hand (`make shell`) until the
+//! crash is understood.
+//!
 //! Every call must succeed, or fail with ENODEV when memory decoding was off
 //! at some point during it (the buffer revoked): [`Decoding`] keeps a
 //! sequence number that is odd from just before decoding is turned off until
