@@ -327,10 +327,8 @@ impl<T: Exporter> ExporterVTable<T> {
         // SAFETY: `attach` is valid, its reservation lock is held, and `built` holds a reference
         // to the description, which `dma_buf_memory_map()` only seals (if no one else references
         // it yet) and reads. `built` drops the reference afterwards: the table does not use it.
-        let sgt = from_err_ptr(unsafe {
-            bindings::dma_buf_memory_map(attach.as_raw(), built.as_ptr(), dir)
-        })
-        .and_then(|sgt| NonNull::new(sgt).ok_or(ENOMEM));
+        let sgt = unsafe { bindings::dma_buf_memory_map(attach.as_raw(), built.as_ptr(), dir) };
+        let sgt = from_err_ptr(sgt).and_then(|sgt| NonNull::new(sgt).ok_or(ENOMEM));
 
         // A failure releases the description like the core releases one it rejects.
         if sgt.is_err() && T::HAS_PUT_MEMORY {
