@@ -12,7 +12,13 @@
 //!   builds the buffer's description on its first import and keeps it);
 //! - `KVM_SET_USER_MEMORY_REGION2` with `KVM_MEM_DMABUF` of such a dma-buf;
 //! - `RUST_DMABUF_EXPORT_PINNED` on the Rust exporter sample;
-//! - `DMABUF_IMPORT_SAMPLE_DESCRIBE` (`dma_buf_get_memory()`) of such a dma-buf.
+//! - `DMABUF_IMPORT_SAMPLE_DESCRIBE` (`dma_buf_get_memory()`) of such a dma-buf;
+//! - `DMABUF_IMPORT_SAMPLE_MAP` (`dma_buf_map_attachment()`) of such a
+//!   dma-buf for ivshmem: vfio-pci's P2P sg_table, DMA-mapped through the
+//!   IOMMU;
+//! - `DMABUF_IMPORT_SAMPLE_MAP` of a Rust `PINNED` buffer for the sample's
+//!   platform device: the sg_table `dma_buf_memory_map()` builds from the
+//!   exporter's shared description.
 //!
 //! Every injected failure must fail the call with the errno the kernel path
 //! gives an allocation failure (ENOMEM; see each target's `allowed`), leave
@@ -87,18 +93,22 @@ const IOVA: u64 = GIB;
 const SLOT: u32 = 1;
 const GPA: u64 = 4 * GIB;
 
-const CASES: [&str; 5] = [
+const CASES: [&str; 7] = [
     "fail-nth: VFIO_DEVICE_FEATURE(GET | DMA_BUF) of a three-range dma-buf of ivshmem's BAR2",
     "fail-nth: IOMMU_IOAS_MAP_FILE of a three-range VFIO dma-buf",
     "fail-nth: KVM_SET_USER_MEMORY_REGION2 with KVM_MEM_DMABUF of a three-range VFIO dma-buf",
     "fail-nth: RUST_DMABUF_EXPORT_PINNED on /dev/rust_dmabuf_exporter",
     "fail-nth: DMABUF_IMPORT_SAMPLE_DESCRIBE (dma_buf_get_memory) of a dma-buf",
+    "fail-nth: DMABUF_IMPORT_SAMPLE_MAP of a three-range VFIO dma-buf for ivshmem (P2P sg_table)",
+    "fail-nth: DMABUF_IMPORT_SAMPLE_MAP of a Rust PINNED buffer (dma_buf_memory_map())",
 ];
 const VFIO: usize = 0;
 const MAP: usize = 1;
 const SLOT_CASE: usize = 2;
 const RUST: usize = 3;
 const DESCRIBE: usize = 4;
+const SG_VFIO: usize = 5;
+const SG_RUST: usize = 6;
 
 // ---------------------------------------------------------------------------
 // fail-nth
@@ -582,6 +592,7 @@ fn dma_ranges() -> Vec<VfioRegionDmaRange> {
 
 /// ivshmem's VFIO device in an IOAS of its own.
 struct Ivs {
+    bdf: String,
     /// Closed before `iommufd`.
     dev: VfioDevice,
     iommufd: Iommufd,
@@ -590,7 +601,7 @@ struct Ivs {
 
 impl Ivs {
     fn open(f: &mut Facts) -> Result<Self> {
-        let kvm::Ivshmem { dev, iommufd, .. } = kvm::open_ivshmem(f)?;
+        let kvm::Ivshmem { bdf, dev, iommufd } = kvm::open_ivshmem(f)?;
         let ioas = iommufd.ioas_alloc()?;
         dev.attach_ioas(ioas)?;
         // The range is free in the new IOAS, or every case would fail.
@@ -602,7 +613,12 @@ impl Ivs {
             size(LEN),
             span(IOVA, LEN)
         ));
-        Ok(Ivs { dev, iommufd, ioas })
+        Ok(Ivs {
+            bdf,
+            dev,
+            iommufd,
+            ioas,
+        })
     }
 
     fn export(&self) -> Result<OwnedFd> {
@@ -787,6 +803,58 @@ impl Target for Describe<'_> {
     // description).
 }
 
+/// DMABUF_IMPORT_SAMPLE_MAP of a fresh VFIO dma-buf for ivshmem itself: a
+/// dynamic P2P attachment and vfio-pci's map_dma_buf, which builds the
+/// sg_table from the buffer's ranges and DMA-maps it for the device.
+struct MapVfio<'a> {
+    sample: File,
+    ivs: &'a Ivs,
+}
+
+impl Target for MapVfio<'_> {
+    type Input = OwnedFd;
+    type Output = ();
+    fn prepare(&mut self) -> Result<OwnedFd> {
+        self.ivs.export()
+    }
+    fn call(&mut self, buf: &OwnedFd) -> Result<()> {
+        import_sample::map_for_pci(&self.sample, buf, &self.ivs.bdf).map(|_| ())
+    }
+    fn undo(&mut self, _: &OwnedFd, (): ()) -> Result<()> {
+        Ok(())
+    }
+    // ENOMEM only: dma_buf_dynamic_attach() (the attachment),
+    // dma_buf_phys_vec_to_sgt() (the table, its scatterlist) and the
+    // IOMMU's page tables behind dma_map_phys() all give -ENOMEM.
+}
+
+/// DMABUF_IMPORT_SAMPLE_MAP of a fresh RUST_DMABUF_EXPORT_PINNED buffer: a
+/// static attachment of the sample's platform device, served by the Rust
+/// exporter's MAP_DMA_BUF from its shared description
+/// (dma_buf_memory_map()).
+struct MapRust {
+    sample: File,
+    dev: File,
+}
+
+impl Target for MapRust {
+    type Input = OwnedFd;
+    type Output = ();
+    fn prepare(&mut self) -> Result<OwnedFd> {
+        sys::ioctl_new_fd(self.dev.as_fd(), rust_exporter::EXPORT_PINNED)
+            .op("RUST_DMABUF_EXPORT_PINNED")
+    }
+    fn call(&mut self, buf: &OwnedFd) -> Result<()> {
+        import_sample::map_static(&self.sample, buf).map(|_| ())
+    }
+    fn undo(&mut self, _: &OwnedFd, (): ()) -> Result<()> {
+        Ok(())
+    }
+    // ENOMEM only: dma_buf_attach(), dma_buf_memory_map()'s table and
+    // scatterlist (sg_alloc_table()), and dma_map_sgtable()'s give -ENOMEM;
+    // kernel::error maps the Rust side's AllocError to ENOMEM.
+}
+
 // ---------------------------------------------------------------------------
 // The cases
 
@@ -968,6 +1036,9 @@ fn test(r: &mut Runner<'_>) {
             }
         }
     }
+
+    r.section("sg_table maps through the C sample");
+    sg_maps(r, &fail, &settings, ivs.as_ref(), rust, &mut total);
     drop(ivs);
 
     r.check("the fault injection settings are restored", |f| {
@@ -976,6 +1047,50 @@ fn test(r: &mut Runner<'_>) {
         Ok(())
     });
     r.comment(&format!("failnth: {total} failure points in all"));
+}
+
+/// The two sg_table paths: vfio-pci's own (P2P, for ivshmem) and the Rust
+/// exporter's through `dma_buf_memory_map()`.
+fn sg_maps(
+    r: &mut Runner<'_>,
+    fail: &FailNth,
+    settings: &FaultSettings,
+    ivs: Option<&Ivs>,
+    rust: bool,
+    total: &mut u32,
+) {
+    if !Path::new(import_sample::DEVICE).exists() {
+        let why = format!(
+            "no {}: dmabuf_import_sample is not loaded",
+            import_sample::DEVICE
+        );
+        r.skip(CASES[SG_VFIO], &why);
+        r.skip(CASES[SG_RUST], &why);
+        return;
+    }
+    match (ivs, import_sample::open()) {
+        (None, _) => r.skip(CASES[SG_VFIO], "no ivshmem VFIO device (see above)"),
+        (Some(ivs), Ok(sample)) => case(r, SG_VFIO, fail, settings, MapVfio { sample, ivs }, total),
+        (Some(_), Err(e)) => {
+            r.check(CASES[SG_VFIO], |_| Err(e));
+        }
+    }
+    if !rust {
+        r.skip(
+            CASES[SG_RUST],
+            &format!(
+                "no {}: rust_dmabuf_exporter is not loaded",
+                rust_exporter::DEVICE
+            ),
+        );
+        return;
+    }
+    match (import_sample::open(), rust_exporter::open()) {
+        (Ok(sample), Ok(dev)) => case(r, SG_RUST, fail, settings, MapRust { sample, dev }, total),
+        (Err(e), _) | (_, Err(e)) => {
+            r.check(CASES[SG_RUST], |_| Err(e));
+        }
+    }
 }
 
 #[cfg(test)]

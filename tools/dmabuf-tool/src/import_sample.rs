@@ -88,6 +88,13 @@ pub fn map_for_pci(dev: &File, buf: &OwnedFd, bdf: &str) -> Result<ImportSampleM
     map(dev, buf, Some(pci))
 }
 
+/// Maps `buf` with `dma_buf_map_attachment()` for the sample's platform
+/// device, as a static importer that declares no memory model, and unmaps it
+/// again.
+pub fn map_static(dev: &File, buf: &OwnedFd) -> Result<ImportSampleMap> {
+    map(dev, buf, None)
+}
+
 fn ranges_str(ranges: &[ImportSampleRange]) -> String {
     ranges
         .iter()
