@@ -2,7 +2,7 @@
 #
 #   make run     build the patched kernel, boot it in QEMU, show a dma-buf
 #                exported, imported and revoked
-#   make check   build everything, run every test, print "N passed, N failed"
+#   make check   build everything, run every test, print "N passed, N failed, N skipped"
 #
 # The kernel's kbuild reads ./Kbuild (not this file) when it builds the
 # out-of-tree module with `make -C $KDIR M=$PWD`.
@@ -11,7 +11,7 @@ SHELL := /bin/bash
 S := scripts
 OUT ?= $(CURDIR)/out
 
-.PHONY: all deps kernel guest check run bench shell series series-steps export-patches reset-tree \
+.PHONY: all deps kernel guest guest-test check run bench shell series series-steps export-patches reset-tree \
 	clean cache-clean host-test
 
 all: check
@@ -48,6 +48,15 @@ shell: deps
 	@$(LOCKED) '$(GUEST) && $(S)/qemu.sh shell \
 		$$(cat $${DMABUF_CACHE:-$$HOME/.cache/dmabuf-memory}/current-build)/arch/x86/boot/bzImage \
 		$(OUT)/initramfs.cpio.gz $(OUT)/shell'
+
+# Only some of the guest's dmabuf-tool tests, e.g. `make guest-test
+# T=udmabuf,bufinfo`, judged like make check's (results in out/guest-test).
+guest-test: deps
+	@$(LOCKED) '$(GUEST) && DMABUF_TESTS=$(T) $(S)/qemu.sh tests \
+		$$(cat $${DMABUF_CACHE:-$$HOME/.cache/dmabuf-memory}/current-build)/arch/x86/boot/bzImage \
+		$(OUT)/initramfs.cpio.gz $(OUT)/guest-test 900; \
+		python3 $(S)/analyze.py $(OUT)/guest-test --no-kunit --expect bind,$(T),kmemleak \
+		--kunit-py $${DMABUF_CACHE:-$$HOME/.cache/dmabuf-memory}/linux/tools/testing/kunit/kunit.py'
 
 host-test:
 	cargo test --workspace

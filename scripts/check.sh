@@ -60,16 +60,18 @@ host_tests() {
 	[ "$f" = 0 ] && [ "$bad" = 0 ]
 }
 
+# guest_run MODE OUTDIR EXPECT TIMEOUT [ANALYZE-ARGS]: boot the guest in MODE,
+# judge its results (every section in EXPECT must be there) and count them.
 guest_run() {
-	local rc line
-	"$TOP/scripts/qemu.sh" check "$KBUILD/arch/x86/boot/bzImage" "$OUT/initramfs.cpio.gz" \
-		"$OUT/guest" "${DMABUF_TIMEOUT:-1500}"
-	log "guest: qemu exited rc=$?; analysing $OUT/guest"
-	python3 "$TOP/scripts/analyze.py" "$OUT/guest" \
-		--expect insmod,rmmod,stress,rmmod_stress,samples,bind,smoke,kvm,fuzz,failnth,bar_exporter,iommufd_selftest,kvm_memslot_selftest,kvm_gmem_selftest,kmemleak \
-		--kunit-py "$CACHE/linux/tools/testing/kunit/kunit.py" | tee "$OUT/guest/summary.txt"
+	local mode=$1 dir=$2 expect=$3 tmo=$4 rc line
+	shift 4
+	"$TOP/scripts/qemu.sh" "$mode" "$KBUILD/arch/x86/boot/bzImage" "$OUT/initramfs.cpio.gz" \
+		"$dir" "$tmo"
+	log "guest ($mode): qemu exited rc=$?; analysing $dir"
+	python3 "$TOP/scripts/analyze.py" "$dir" --expect "$expect" "$@" \
+		--kunit-py "$CACHE/linux/tools/testing/kunit/kunit.py" | tee "$dir/summary.txt"
 	rc=${PIPESTATUS[0]}
-	line=$(grep '^GUEST ' "$OUT/guest/summary.txt")
+	line=$(grep '^GUEST ' "$dir/summary.txt")
 	[[ $line =~ passed=([0-9]+)\ failed=([0-9]+)\ skipped=([0-9]+) ]] || { failed=$((failed + 1)); return 1; }
 	passed=$((passed + BASH_REMATCH[1])) failed=$((failed + BASH_REMATCH[2]))
 	skipped=$((skipped + BASH_REMATCH[3]))
@@ -94,5 +96,9 @@ lint() {
 }
 
 stage lint lint
-stage boot+tests guest_run
+stage boot+tests guest_run check "$OUT/guest" \
+	sanitizers,insmod,rmmod,stress,rmmod_stress,samples,bind,smoke,kvm,udmabuf,bufinfo,fuzz,failnth,bar_exporter,iommufd_selftest,udmabuf_selftest,kvm_memslot_selftest,kvm_gmem_selftest,kmemleak \
+	"${DMABUF_TIMEOUT:-1500}"
+# The device stress test boots on its own, with single-threaded TCG.
+stage stress-boot guest_run stress "$OUT/guest-stress" bind,device_stress,kmemleak 600 --no-kunit
 finish

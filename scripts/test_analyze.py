@@ -232,7 +232,7 @@ FAIL = re.compile(r'^FAIL (\[[^]]*\] .*)$')
 
 
 def run_analyze(fixture):
-    console_lines, results_lines, expect, _ = fixture
+    console_lines, results_lines, expect, _, args = fixture
     with tempfile.TemporaryDirectory(prefix='test-analyze-') as d:
         for name, lines in (('console.log', console_lines), ('results.log', results_lines)):
             with open(os.path.join(d, name), 'w') as f:
@@ -241,6 +241,7 @@ def run_analyze(fixture):
                '--kunit-py', KUNIT_PY if HAVE_KUNIT else os.path.join(d, 'no-kunit.py')]
         if expect is not None:
             cmd += ['--expect', expect]
+        cmd += list(args)
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     out = p.stdout + p.stderr
     last = p.stdout.rstrip('\n').splitlines()[-1] if p.stdout.strip() else ''
@@ -255,10 +256,10 @@ _pool = None
 _futures = {}
 
 
-def analyzed(console_lines, results_lines, expect=None, kunit=True):
+def analyzed(console_lines, results_lines, expect=None, kunit=True, args=()):
     """Decorator: the test gets analyze.py's Result for this fixture."""
     def deco(fn):
-        fixture = (tuple(console_lines), tuple(results_lines), expect, kunit)
+        fixture = (tuple(console_lines), tuple(results_lines), expect, kunit, tuple(args))
         FIXTURES[fn.__qualname__] = fixture
 
         @functools.wraps(fn)
@@ -435,6 +436,10 @@ class TestNoKTAP(Base):
     def test_no_ktap_at_all_fails(self, r):
         self.assertFailsWith(r, '[kunit] KTAP output', passed=CLEAN_PASSED - 3)
         self.assertIn('no KTAP output in the console log', r.out)
+
+    @analyzed(BOOT + CONSOLE_TAIL, results(), kunit=False, args=['--no-kunit'])
+    def test_no_ktap_is_fine_for_a_boot_without_kunit(self, r):
+        self.assertPasses(r, passed=CLEAN_PASSED - 3)
 
 
 @needs_kunit
