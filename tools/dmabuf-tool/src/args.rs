@@ -34,6 +34,11 @@ commands:
                         through /proc/thread-self/fail-nth; each failure must
                         give ENOMEM, leave nothing behind, and the call must
                         then succeed (needs CONFIG_FAILSLAB and debugfs)
+  udmabuf               in-guest TAP test of /dev/udmabuf: the dma-buf's access
+                        mode follows its memfds', the refusals, its description
+                        (DMABUF_IMPORT_SAMPLE_DESCRIBE) against
+                        /proc/self/pagemap, hugetlbfs memfds, edu DMA through
+                        IOMMU_IOAS_MAP_FILE of it, KVM_MEM_DMABUF slots of it
   stress                in-guest TAP test: concurrent threads export, MAP_FILE
                         and unmap three-range dma-bufs of ivshmem's BAR2,
                         create and delete KVM_MEM_DMABUF memslots of them, and
@@ -41,6 +46,16 @@ commands:
                         success or ENODEV while revoked is allowed; sampled
                         edu DMAs must land while decoding is on and not while
                         revoked (10000 iterations or 60 s)
+  bufinfo               in-guest TAP test of what /sys/kernel/debug/dma_buf/bufinfo
+                        and `inspect` show: buffers of known memory models (a
+                        VFIO dma-buf of ivshmem's BAR2 across MAP_FILE, a
+                        KVM_MEM_DMABUF slot, a revoke and a restore; the Rust
+                        sample's PINNED and DYNAMIC buffers; udmabufs), their
+                        importers, what they accept and hold, their holders
+  inspect [PID[:FD]]    every dma-buf in the system (or those PID holds, or
+                        the one behind its FD): exporter, size, mode, memory
+                        model, holders (pid:fd), importers; with
+                        dmabuf_import_sample loaded, its description
   try-map [--bar N] [--iova ADDR] RANGES
                         export RANGES of ivshmem's BAR N (default 2) as one
                         dma-buf and try IOMMU_IOAS_MAP_FILE of it at ADDR
@@ -64,7 +79,13 @@ pub enum Command {
         calls: u64,
     },
     Failnth,
+    Udmabuf,
     Stress,
+    Bufinfo,
+    Inspect {
+        pid: Option<u32>,
+        fd: Option<u32>,
+    },
     TryMap {
         bar: u32,
         iova: u64,
@@ -111,6 +132,24 @@ pub fn parse_ranges(s: &str) -> Result<Vec<(u64, u64)>, String> {
         .collect()
 }
 
+/// Parse inspect's "PID" or "PID:FD" (decimal).
+fn parse_holder(s: &str) -> Result<Command, String> {
+    let num = |t: &str| {
+        t.parse::<u32>()
+            .map_err(|_| format!("not a PID or PID:FD: {s:?}"))
+    };
+    Ok(match s.split_once(':') {
+        None => Command::Inspect {
+            pid: Some(num(s)?),
+            fd: None,
+        },
+        Some((p, f)) => Command::Inspect {
+            pid: Some(num(p)?),
+            fd: Some(num(f)?),
+        },
+    })
+}
+
 /// Parse the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut it = args.iter();
@@ -133,7 +172,17 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some("bench") => no_more(Command::Bench),
         Some("kvm-bench") => no_more(Command::KvmBench),
         Some("failnth") => no_more(Command::Failnth),
+        Some("udmabuf") => no_more(Command::Udmabuf),
         Some("stress") => no_more(Command::Stress),
+        Some("bufinfo") => no_more(Command::Bufinfo),
+        Some("inspect") => match rest[..] {
+            [] => Ok(Command::Inspect {
+                pid: None,
+                fd: None,
+            }),
+            [a] => parse_holder(a),
+            [_, b, ..] => Err(format!("unexpected argument {b:?}")),
+        },
         Some("fuzz") => {
             let mut seed = crate::fuzz::DEFAULT_SEED;
             let mut calls = crate::fuzz::DEFAULT_CALLS;
@@ -296,8 +345,38 @@ mod tests {
         assert!(parse(&v(&["fuzz", "7"])).is_err());
         assert_eq!(parse(&v(&["failnth"])), Ok(Command::Failnth));
         assert!(parse(&v(&["failnth", "5"])).is_err());
+        assert_eq!(parse(&v(&["udmabuf"])), Ok(Command::Udmabuf));
+        assert!(parse(&v(&["udmabuf", "x"])).is_err());
         assert_eq!(parse(&v(&["stress"])), Ok(Command::Stress));
         assert!(parse(&v(&["stress", "60"])).is_err());
+        assert_eq!(parse(&v(&["bufinfo"])), Ok(Command::Bufinfo));
+        assert!(parse(&v(&["bufinfo", "x"])).is_err());
+        assert_eq!(
+            parse(&v(&["inspect"])),
+            Ok(Command::Inspect {
+                pid: None,
+                fd: None
+            })
+        );
+        assert_eq!(
+            parse(&v(&["inspect", "123"])),
+            Ok(Command::Inspect {
+                pid: Some(123),
+                fd: None
+            })
+        );
+        assert_eq!(
+            parse(&v(&["inspect", "123:7"])),
+            Ok(Command::Inspect {
+                pid: Some(123),
+                fd: Some(7)
+            })
+        );
+        assert!(parse(&v(&["inspect", "123:"])).is_err());
+        assert!(parse(&v(&["inspect", ":7"])).is_err());
+        assert!(parse(&v(&["inspect", "-1"])).is_err());
+        assert!(parse(&v(&["inspect", "12:x"])).is_err());
+        assert!(parse(&v(&["inspect", "1", "2"])).is_err());
         assert!(parse(&v(&["frobnicate"])).is_err());
         assert_eq!(
             parse(&v(&["try-map", "0+64K"])),

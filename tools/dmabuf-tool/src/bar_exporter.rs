@@ -55,7 +55,7 @@ const RANGES: [(u64, u64); 3] = [(0, 4 * KIB), (64 * KIB, 4 * KIB), (MIB, 4 * KI
 const BUF_LEN: u64 = 12 * KIB;
 
 /// IOVAs below edu's DMA limit.
-const STAGING_IOVA: u64 = 0x10_0000;
+pub(crate) const STAGING_IOVA: u64 = 0x10_0000;
 const BUF_IOVA: u64 = 0x40_0000;
 const SPARE_IOVA: u64 = 0x60_0000;
 
@@ -135,17 +135,17 @@ fn bind_to_driver(sysfs: &Sysfs, bdf: &str, f: &mut Facts) -> Result<()> {
 }
 
 /// edu, in its own IOAS, with a staging page of our memory.
-struct Lab {
-    iommufd: Iommufd,
-    edu_dev: VfioDevice,
-    ioas: u32,
-    edu: Edu,
-    staging: Mapping,
+pub(crate) struct Lab {
+    pub(crate) iommufd: Iommufd,
+    pub(crate) edu_dev: VfioDevice,
+    pub(crate) ioas: u32,
+    pub(crate) edu: Edu,
+    pub(crate) staging: Mapping,
 }
 
 impl Lab {
     /// DMA `data` (through the staging page and edu's buffer) to `iova`.
-    fn dma_to(&self, data: &[u8], iova: u64, f: &mut Facts) -> Result<()> {
+    pub(crate) fn dma_to(&self, data: &[u8], iova: u64, f: &mut Facts) -> Result<()> {
         self.staging.write_bytes(0, data);
         let len = data.len() as u64;
         let t1 = self.edu.to_device(STAGING_IOVA, EDU_BUFFER, len)?;
@@ -159,7 +159,7 @@ impl Lab {
 
     /// DMA `len` bytes from `iova` into edu's buffer, then to the staging
     /// page (filled with `SENTINEL` first); return what arrived there.
-    fn dma_from(&self, iova: u64, len: usize, f: &mut Facts) -> Result<Vec<u8>> {
+    pub(crate) fn dma_from(&self, iova: u64, len: usize, f: &mut Facts) -> Result<Vec<u8>> {
         self.staging.fill(0, len, SENTINEL);
         let t1 = self.edu.to_device(iova, EDU_BUFFER, len as u64)?;
         let t2 = self.edu.to_ram(EDU_BUFFER, STAGING_IOVA, len as u64)?;

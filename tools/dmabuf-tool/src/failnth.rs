@@ -859,7 +859,7 @@ impl Target for MapRust {
 // The cases
 
 /// A VM with KVM_MEM_DMABUF, `None` when KVM does not offer it.
-fn open_vm() -> Result<Option<VmFd>> {
+pub(crate) fn open_vm() -> Result<Option<VmFd>> {
     let kvm = Kvm::new().map_err(|e| Error::sys("open /dev/kvm", e.errno()))?;
     let vm = kvm
         .create_vm()

@@ -48,10 +48,10 @@ use crate::import_sample;
 use crate::iommufd::Iommufd;
 use crate::kvm::{self, MemoryRegion2, BAR2, BAR2_RANGES, KVM_CAP_DMABUF_MEMSLOT, KVM_MEM_DMABUF};
 use crate::mmap::Mapping;
-use crate::pci::{Sysfs, EDU, IVSHMEM, PCI_TESTDEV};
+use crate::pci::{PciId, Sysfs, EDU, IVSHMEM, PCI_TESTDEV};
 use crate::report::{Facts, Runner};
 use crate::rust_exporter;
-use crate::story::{open_fds, DMA_BUF_MEMORY_MAX_RANGES};
+use crate::story::{no_fd_left, open_fds, DMA_BUF_MEMORY_MAX_RANGES};
 use crate::sys::{self, ImportSampleDescribe, ImportSampleMap, VfioRegionDmaRange};
 use crate::vfio::VfioDevice;
 
@@ -1579,10 +1579,19 @@ struct Ivs {
 
 /// Why ivshmem cannot be fuzzed here, if it cannot.
 pub(crate) fn ivshmem_absent() -> Option<String> {
+    vfio_device_absent(IVSHMEM)
+}
+
+/// Why the device `id` cannot be used through VFIO and iommufd here: it is
+/// not on the bus, or there is no /dev/iommu.
+pub(crate) fn vfio_device_absent(id: PciId) -> Option<String> {
     let sysfs = Sysfs::default();
-    match sysfs.find(IVSHMEM) {
+    match sysfs.find(id) {
         Ok(v) if v.is_empty() => {
-            return Some("no ivshmem (1af4:1110) in /sys/bus/pci/devices".into())
+            return Some(format!(
+                "no {} ({:04x}:{:04x}) in /sys/bus/pci/devices",
+                id.name, id.vendor, id.device
+            ))
         }
         Err(e) => return Some(e.to_string()),
         Ok(_) => {}
@@ -2045,16 +2054,7 @@ fn fuzz(r: &mut Runner<'_>, seed: u64, calls: u64) {
         None => r.skip(works, "no ivshmem setup"),
     }
     r.check("no file descriptor or dma-buf is left behind", |f| {
-        let (Some(start), Ok(now)) = (fds_at_start, open_fds()) else {
-            return Err(Error::msg("cannot count /proc/self/fd"));
-        };
-        f.add(format!("{now} descriptors open now, {start} at the start"));
-        if now != start {
-            return Err(Error::msg(format!(
-                "{} descriptors leaked",
-                now as i64 - start as i64
-            )));
-        }
+        no_fd_left(fds_at_start, f)?;
         if let (Some(start), Some(now)) = (bufs_at_start, kvm::bufinfo().map(|b| b.objects)) {
             f.add(format!("{now} dma-bufs alive now, {start} at the start"));
             if now != start {

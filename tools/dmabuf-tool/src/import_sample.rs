@@ -23,7 +23,7 @@ pub(crate) const MODEL_PINNED: u32 = 1;
 
 /// Joins ranges that follow each other physically: an sg_table may split a
 /// range that a description keeps whole, or the other way round.
-fn joined(ranges: &[ImportSampleRange]) -> Vec<ImportSampleRange> {
+pub(crate) fn joined(ranges: &[ImportSampleRange]) -> Vec<ImportSampleRange> {
     let mut out: Vec<ImportSampleRange> = Vec::new();
     for r in ranges {
         match out.last_mut() {
@@ -95,7 +95,7 @@ pub fn map_static(dev: &File, buf: &OwnedFd) -> Result<ImportSampleMap> {
     map(dev, buf, None)
 }
 
-fn ranges_str(ranges: &[ImportSampleRange]) -> String {
+pub(crate) fn ranges_str(ranges: &[ImportSampleRange]) -> String {
     ranges
         .iter()
         .map(|r| format!("{:#x}+{:#x}", r.paddr, r.len))

@@ -5,12 +5,14 @@
 mod args;
 mod bar_exporter;
 mod bench;
+mod bufinfo_test;
 mod dmabuf;
 mod edu;
 mod errno;
 mod failnth;
 mod fuzz;
 mod import_sample;
+mod inspect;
 mod iommufd;
 mod kmsg;
 mod kvm;
@@ -24,6 +26,7 @@ mod story;
 mod stress;
 mod sys;
 mod tap;
+mod udmabuf;
 mod vfio;
 
 use std::io;
@@ -81,6 +84,10 @@ fn main() -> ExitCode {
             let mut tap = tap::Tap::new(io::stdout());
             fuzz::run(&mut Runner::new(&mut tap), seed, calls)
         }
+        Command::Udmabuf => {
+            let mut tap = tap::Tap::new(io::stdout());
+            udmabuf::run(&mut Runner::new(&mut tap))
+        }
         Command::Failnth => {
             let mut tap = tap::Tap::new(io::stdout());
             failnth::run(&mut Runner::new(&mut tap))
@@ -89,6 +96,11 @@ fn main() -> ExitCode {
             let mut tap = tap::Tap::new(io::stdout());
             stress::run(&mut Runner::new(&mut tap))
         }
+        Command::Bufinfo => {
+            let mut tap = tap::Tap::new(io::stdout());
+            bufinfo_test::run(&mut Runner::new(&mut tap))
+        }
+        Command::Inspect { pid, fd } => report_result(inspect::run(pid, fd)),
         Command::Bench => bench::run(&mut io::stdout()),
         Command::KvmBench => kvm_bench::run(&mut io::stdout()),
         Command::TryMap { bar, iova, ranges } => report_result(try_map(bar, iova, &ranges)),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::args::{hex_preview, size, span};
 use crate::edu::{Edu, EDU_BUFFER};
 use crate::errno::{expect_errno, name, Context, Error, Result};
+use crate::inspect::{self, Model};
 use crate::iommufd::Iommufd;
 use crate::kmsg;
 use crate::mmap::Mapping;
@@ -20,7 +21,7 @@ use crate::report::{Aborted, Facts, Runner};
 use crate::sys;
 use crate::vfio::{VfioDevice, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY};
 
-mod write_access;
+pub(crate) mod write_access;
 
 /// Whether IOMMU_IOAS_MAP_FILE accepts a dma-buf of more than one range.
 /// Stock Linux 7.3 refuses with EOPNOTSUPP (vfio_pci_dma_buf_iommufd_map()
@@ -97,7 +98,7 @@ pub fn first_mismatch(got: &[u8], want: &[u8]) -> Option<usize> {
     got.iter().zip(want).position(|(a, b)| a != b)
 }
 
-fn usize_of(v: u64) -> usize {
+pub(crate) fn usize_of(v: u64) -> usize {
     usize::try_from(v).expect("offset fits in usize")
 }
 
@@ -215,6 +216,22 @@ pub fn open_fds() -> Result<usize> {
     Ok(std::fs::read_dir("/proc/self/fd")
         .op("read /proc/self/fd")?
         .count())
+}
+
+/// Fails unless as many descriptors are open as were at the start
+/// (`at_start`, `None` if they could not be counted then).
+pub fn no_fd_left(at_start: Option<usize>, f: &mut Facts) -> Result<()> {
+    let (Some(start), Ok(now)) = (at_start, open_fds()) else {
+        return Err(Error::msg("cannot count /proc/self/fd"));
+    };
+    f.add(format!("{now} descriptors open now, {start} at the start"));
+    if now != start {
+        return Err(Error::msg(format!(
+            "{} descriptors leaked",
+            now as i64 - start as i64
+        )));
+    }
+    Ok(())
 }
 
 /// The two devices the story uses, bound to vfio-pci.
@@ -400,6 +417,17 @@ fn story(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
             Ok(())
         },
     )?;
+    r.explain(
+        "What the kernel now knows of the dma-buf (dmabuf-tool inspect, from bufinfo in\n\
+         debugfs): its memory model, who holds it, and iommufd (device \"iommu\") attached.",
+    );
+    inspect_step(
+        r,
+        "inspect: revocable memory, not revoked; iommufd accepts pinned and revocable memory \
+         and holds 1 description of it",
+        &dmabuf,
+        false,
+    );
     let first = pattern(1, PATTERN_LEN as usize);
     let target_iova = DMABUF_IOVA + TARGET_OFF;
     r.check(
@@ -459,6 +487,12 @@ fn story(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
             f.add(format!("kernel: {e}"));
             Ok(())
         },
+    );
+    inspect_step(
+        r,
+        "inspect: the dma-buf is revoked and iommufd holds no description of it any more",
+        &dmabuf,
+        true,
     );
     let revoked = pattern(2, PATTERN_LEN as usize);
     let staged = r.check("load a second pattern into edu's buffer", |f| {
@@ -567,6 +601,32 @@ fn story(r: &mut Runner<'_>) -> std::result::Result<(), Aborted> {
         [&ivshmem_cdev, &edu_cdev],
     );
     Ok(())
+}
+
+/// What `dmabuf-tool inspect` shows of `dmabuf`, which iommufd has mapped
+/// once: revocable memory, `revoked` or not, iommufd holding 1 description
+/// of it (0 once revoked). A kernel that prints no memory models (without the
+/// series) is only shown.
+fn inspect_step(r: &mut Runner<'_>, desc: &str, dmabuf: &OwnedFd, revoked: bool) {
+    r.check(desc, |f| {
+        let shown = inspect::show_fds(&[dmabuf.as_fd()], f)?;
+        let [b] = &shown[..] else {
+            return Err(Error::msg("no bufinfo entry"));
+        };
+        if b.model.is_none() {
+            f.add("(this kernel prints no memory models: nothing to compare)");
+            return Ok(());
+        }
+        inspect::expect_model(b, Model::Revocable, revoked)?;
+        let holds = if revoked { 0 } else { 1 };
+        inspect::expect_importer(
+            b,
+            inspect::IOMMUFD_DEVICE,
+            &inspect::IOMMUFD_ACCEPTS,
+            &[holds],
+        )
+        .map(drop)
+    });
 }
 
 /// DMA `len` bytes from edu's buffer to `iova`, whose mapping was revoked,
@@ -1139,17 +1199,7 @@ fn cleanup(
     });
     r.check("close /dev/iommu", |_| iommufd.close());
     r.check("no file descriptor is left open", |f| {
-        let (Some(start), Ok(now)) = (fds_at_start, open_fds()) else {
-            return Err(Error::msg("cannot count /proc/self/fd"));
-        };
-        f.add(format!("{now} open now, {start} at the start"));
-        if now != start {
-            return Err(Error::msg(format!(
-                "{} descriptors leaked",
-                now as i64 - start as i64
-            )));
-        }
-        Ok(())
+        no_fd_left(fds_at_start, f)
     });
     r.check(
         "ivshmem and edu can be opened and bound to a new iommufd again",

@@ -1,8 +1,8 @@
 //! Linux uAPI definitions and the raw system calls behind them.
 //!
 //! Structs and ioctl numbers are transcribed from Linux 7.3
-//! `include/uapi/linux/vfio.h` and `include/uapi/linux/iommufd.h`, and from
-//! the C import sample's `samples/c/dmabuf_import_sample.h`; each struct
+//! `include/uapi/linux/vfio.h`, `include/uapi/linux/iommufd.h` and
+//! `include/uapi/linux/udmabuf.h`, and from the C import sample's `samples/c/dmabuf_import_sample.h`; each struct
 //! size is checked at compile time against the size the header gives. Every
 //! `unsafe` system call of the tool lives here (and in `mmap.rs`), behind a
 //! safe function.
@@ -16,6 +16,12 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 /// ioctl this way and carry the size in the struct's first field instead.
 pub const fn io(ty: u8, nr: u8) -> u32 {
     ((ty as u32) << 8) | nr as u32
+}
+
+/// `_IOW(type, nr, size)`: userspace writes the argument (1 << 30), its size
+/// in bits 16..30, then `type << 8 | nr`.
+pub const fn iow(ty: u8, nr: u8, size: usize) -> u32 {
+    (1 << 30) | ((size as u32) << 16) | ((ty as u32) << 8) | nr as u32
 }
 
 /// `_IOWR(type, nr, size)`: read and write (3 << 30), the argument's size in
@@ -261,6 +267,64 @@ pub const DMABUF_IMPORT_SAMPLE_DESCRIBE: u32 = iowr(0xdb, 0x00, size_of::<Import
 pub const DMABUF_IMPORT_SAMPLE_MAP: u32 = iowr(0xdb, 0x01, size_of::<ImportSampleMap>());
 
 // ---------------------------------------------------------------------------
+// udmabuf.h
+
+/// `UDMABUF_FLAGS_CLOEXEC`: the new dma-buf descriptor is `O_CLOEXEC`.
+pub const UDMABUF_FLAGS_CLOEXEC: u32 = 0x01;
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UdmabufCreate {
+    pub memfd: u32,
+    pub flags: u32,
+    pub offset: u64,
+    pub size: u64,
+}
+const _: () = assert!(size_of::<UdmabufCreate>() == 24);
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UdmabufCreateItem {
+    pub memfd: u32,
+    pub __pad: u32,
+    pub offset: u64,
+    pub size: u64,
+}
+const _: () = assert!(size_of::<UdmabufCreateItem>() == 24);
+
+/// `struct udmabuf_create_list` without its flexible
+/// `struct udmabuf_create_item list[]`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UdmabufCreateList {
+    pub flags: u32,
+    pub count: u32,
+}
+const _: () = assert!(size_of::<UdmabufCreateList>() == 8);
+
+pub const UDMABUF_CREATE: u32 = iow(b'u', 0x42, size_of::<UdmabufCreate>());
+/// The size in the number is the header's only: the items follow it.
+pub const UDMABUF_CREATE_LIST: u32 = iow(b'u', 0x43, size_of::<UdmabufCreateList>());
+
+/// The argument of `UDMABUF_CREATE_LIST`, laid out as the kernel reads it:
+/// the `udmabuf_create_list` header with `count` = `items.len()`, then the
+/// items.
+pub fn udmabuf_create_list_arg(flags: u32, items: &[UdmabufCreateItem]) -> Vec<u8> {
+    let len = size_of::<UdmabufCreateList>() + size_of_val(items);
+    let mut buf = Vec::with_capacity(len);
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&(items.len() as u32).to_ne_bytes());
+    for it in items {
+        buf.extend_from_slice(&it.memfd.to_ne_bytes());
+        buf.extend_from_slice(&it.__pad.to_ne_bytes());
+        buf.extend_from_slice(&it.offset.to_ne_bytes());
+        buf.extend_from_slice(&it.size.to_ne_bytes());
+    }
+    debug_assert_eq!(buf.len(), len);
+    buf
+}
+
+// ---------------------------------------------------------------------------
 // System calls
 
 /// Marker for the fixed-size uAPI structs above.
@@ -296,6 +360,9 @@ unsafe impl IoctlArg for IommuIoasUnmap {}
 unsafe impl IoctlArg for ImportSampleDescribe {}
 // SAFETY: as above.
 unsafe impl IoctlArg for ImportSampleMap {}
+// SAFETY: `#[repr(C)]` integers; UDMABUF_CREATE encodes exactly this size,
+// and udmabuf_ioctl_create() copies that many bytes in and writes none back.
+unsafe impl IoctlArg for UdmabufCreate {}
 
 /// `ioctl(fd, request, arg)` for a fixed-size uAPI struct; returns the
 /// ioctl's non-negative result or the errno.
@@ -344,19 +411,47 @@ pub fn vfio_feature_dma_buf_arg(
     device: BorrowedFd<'_>,
     arg: &mut DmaBufFeatureArg,
 ) -> io::Result<OwnedFd> {
-    // SAFETY: `arg.0` is an exclusively borrowed buffer laid out as the kernel
-    // expects (only `dma_buf_feature_arg` builds one): `argsz` is its whole
-    // length and `nr_ranges` equals the number of ranges it holds, so the
-    // kernel's reads (`copy_from_user` of the header, `memdup_array_user` of
-    // the ranges) stay inside it. The DMA_BUF GET feature writes nothing back
-    // through the pointer; it returns the new fd as the ioctl result.
-    let rc = unsafe {
-        libc::ioctl(
-            device.as_raw_fd(),
-            VFIO_DEVICE_FEATURE as libc::Ioctl,
-            arg.0.as_mut_ptr(),
-        )
-    };
+    // SAFETY: `arg.0` is laid out as the kernel expects (only
+    // `dma_buf_feature_arg` builds one): `argsz` is its whole length and
+    // `nr_ranges` equals the number of ranges it holds, so the kernel's reads
+    // (`copy_from_user` of the header, `memdup_array_user` of the ranges) stay
+    // inside it. The DMA_BUF GET feature writes nothing back through the
+    // pointer; it returns the new fd as the ioctl result.
+    unsafe { ioctl_bytes_new_fd(device, VFIO_DEVICE_FEATURE, &mut arg.0) }
+}
+
+/// `UDMABUF_CREATE_LIST` on `/dev/udmabuf`: a dma-buf of `items` (memfd
+/// ranges, in buffer order); returns its new file descriptor.
+pub fn udmabuf_create_list(
+    dev: BorrowedFd<'_>,
+    flags: u32,
+    items: &[UdmabufCreateItem],
+) -> io::Result<OwnedFd> {
+    let mut arg = udmabuf_create_list_arg(flags, items);
+    // SAFETY: `arg` is the header and then exactly `count` items
+    // (`udmabuf_create_list_arg`): udmabuf_ioctl_create_list() copies the
+    // header, then `count` items after it (memdup_user), and writes nothing
+    // back; the new fd is the ioctl result.
+    unsafe { ioctl_bytes_new_fd(dev, UDMABUF_CREATE_LIST, &mut arg) }
+}
+
+/// `ioctl(fd, request, buf)` for a request whose argument is the
+/// variable-size layout in `buf` and whose result is a new descriptor.
+///
+/// # Safety
+///
+/// `buf` must hold the whole argument of `request`: every byte the kernel
+/// reads or writes through the pointer lies inside it, and on success the
+/// ioctl's result is a new descriptor.
+unsafe fn ioctl_bytes_new_fd(
+    fd: BorrowedFd<'_>,
+    request: u32,
+    buf: &mut [u8],
+) -> io::Result<OwnedFd> {
+    // SAFETY: `fd` is a live descriptor for the duration of the call; `buf`
+    // is exclusively borrowed and, by the caller's contract, holds every byte
+    // the kernel accesses.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, buf.as_mut_ptr()) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -383,6 +478,19 @@ pub fn ioctl_none(fd: BorrowedFd<'_>, request: u32) -> io::Result<i32> {
 /// exports.
 pub fn ioctl_new_fd(fd: BorrowedFd<'_>, request: u32) -> io::Result<OwnedFd> {
     let rc = ioctl_none(fd, request)?;
+    // SAFETY: on success the ioctl returned a new descriptor that nothing else
+    // in this process owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc) })
+}
+
+/// `ioctl(fd, request, arg)` for a fixed-size uAPI struct that returns a new
+/// file descriptor, such as `UDMABUF_CREATE`.
+pub fn ioctl_arg_new_fd<T: IoctlArg>(
+    fd: BorrowedFd<'_>,
+    request: u32,
+    arg: &mut T,
+) -> io::Result<OwnedFd> {
+    let rc = ioctl(fd, request, arg)?;
     // SAFETY: on success the ioctl returned a new descriptor that nothing else
     // in this process owns.
     Ok(unsafe { OwnedFd::from_raw_fd(rc) })
@@ -418,13 +526,70 @@ pub fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> io::Result<()> {
 
 /// `fcntl(fd, F_GET_SEALS)`: the seals of a memfd.
 pub fn seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
-    // SAFETY: `fd` is a live descriptor for the duration of the call.
-    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    fcntl_get(fd, libc::F_GET_SEALS)
+}
+
+/// `fcntl(fd, F_GETFL)`: the file's access mode and status flags.
+pub fn status_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    fcntl_get(fd, libc::F_GETFL)
+}
+
+/// `fcntl(fd, cmd)` for a `cmd` that takes no argument and returns a value.
+fn fcntl_get(fd: BorrowedFd<'_>, cmd: libc::c_int) -> io::Result<libc::c_int> {
+    // SAFETY: `fd` is a live descriptor for the duration of the call; the
+    // commands passed here (F_GET_SEALS, F_GETFL) take no argument.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), cmd) };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(rc)
     }
+}
+
+/// The effective user id, `geteuid(2)`.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid() takes no argument, touches none of our memory and
+    // cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Copy `out.len()` bytes of `fd` from `offset` into `out` through a
+/// `mmap(PROT_READ, MAP_SHARED)` of them, unmapped again: what a read-only
+/// shared mapping of the file shows (a `Mapping` is always writable). The
+/// range must lie inside the file (else the copy faults with SIGBUS).
+pub fn read_shared_mapping(fd: BorrowedFd<'_>, offset: u64, out: &mut [u8]) -> io::Result<()> {
+    if out.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let offset =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+    // SAFETY: a fresh mapping at an address the kernel chooses cannot alias
+    // any Rust object; `fd` is a live descriptor for the duration of the call.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            out.len(),
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            offset,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let base = p.cast::<u8>();
+    for (i, b) in out.iter_mut().enumerate() {
+        // SAFETY: `base + i` lies inside the readable mapping of `out.len()`
+        // bytes made above, which only this function knows of and unmaps
+        // below. Volatile: another mapping (or a device) may write the
+        // memory meanwhile; no reference to it is formed.
+        *b = unsafe { base.add(i).read_volatile() };
+    }
+    // SAFETY: `p` and `out.len()` describe the mapping made above; nothing
+    // refers to it any more.
+    unsafe { libc::munmap(p, out.len()) };
+    Ok(())
 }
 
 /// `mknod(path, S_IFCHR | 0600, makedev(major, minor))`.
@@ -472,6 +637,9 @@ mod tests {
         // _IOWR(0xDB, n, 88 and 104 bytes).
         assert_eq!(DMABUF_IMPORT_SAMPLE_DESCRIBE, 0xc058_db00);
         assert_eq!(DMABUF_IMPORT_SAMPLE_MAP, 0xc068_db01);
+        // _IOW('u', 0x42, 24 bytes) and _IOW('u', 0x43, 8 bytes).
+        assert_eq!(UDMABUF_CREATE, 0x4018_7542);
+        assert_eq!(UDMABUF_CREATE_LIST, 0x4008_7543);
     }
 
     #[test]
@@ -487,6 +655,9 @@ mod tests {
         assert_eq!(size_of::<IommuIoasMap>(), 40);
         assert_eq!(size_of::<IommuIoasMapFile>(), 40);
         assert_eq!(size_of::<IommuIoasUnmap>(), 24);
+        assert_eq!(size_of::<UdmabufCreate>(), 24);
+        assert_eq!(size_of::<UdmabufCreateItem>(), 24);
+        assert_eq!(size_of::<UdmabufCreateList>(), 8);
     }
 
     fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -521,6 +692,58 @@ mod tests {
         assert_eq!(u64_at(&b, 32), 0x1000);
         assert_eq!(u64_at(&b, 40), 0x10000);
         assert_eq!(u64_at(&b, 48), 0x2000);
+    }
+
+    #[test]
+    fn udmabuf_create_list_layout() {
+        let items = [
+            UdmabufCreateItem {
+                memfd: 5,
+                offset: 0x1000,
+                size: 0x2000,
+                ..Default::default()
+            },
+            UdmabufCreateItem {
+                memfd: 7,
+                offset: 0x5000,
+                size: 0x3000,
+                ..Default::default()
+            },
+        ];
+        let b = udmabuf_create_list_arg(UDMABUF_FLAGS_CLOEXEC, &items);
+        assert_eq!(b.len(), 8 + 2 * 24);
+        assert_eq!(u32_at(&b, 0), 1); // flags
+        assert_eq!(u32_at(&b, 4), 2); // count
+        assert_eq!(u32_at(&b, 8), 5); // list[0].memfd
+        assert_eq!(u32_at(&b, 12), 0); // list[0].__pad
+        assert_eq!(u64_at(&b, 16), 0x1000);
+        assert_eq!(u64_at(&b, 24), 0x2000);
+        assert_eq!(u32_at(&b, 32), 7);
+        assert_eq!(u64_at(&b, 40), 0x5000);
+        assert_eq!(u64_at(&b, 48), 0x3000);
+        let empty = udmabuf_create_list_arg(0, &[]);
+        assert_eq!(empty, [0; 8]);
+    }
+
+    #[test]
+    fn status_flags_and_read_only_mappings() {
+        use std::os::fd::AsFd;
+        let memfd = memfd_create(c"dmabuf-tool-test").unwrap();
+        let fl = status_flags(memfd.as_fd()).unwrap();
+        assert_eq!(fl & 3, libc::O_RDWR);
+        let file = std::fs::File::from(memfd);
+        std::os::unix::fs::FileExt::write_all_at(&file, b"udmabuf", 0x1001).unwrap();
+        let mut out = [0u8; 7];
+        read_shared_mapping(file.as_fd(), 0x1000, &mut out[..1]).unwrap();
+        assert_eq!(out[0], 0);
+        read_shared_mapping(file.as_fd(), 0, &mut [0u8; 0x1000]).unwrap();
+        let mut page = [0u8; 0x1008];
+        read_shared_mapping(file.as_fd(), 0, &mut page).unwrap();
+        assert_eq!(&page[0x1001..0x1008], b"udmabuf");
+        let e = read_shared_mapping(file.as_fd(), 0x800, &mut out).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        let e = read_shared_mapping(file.as_fd(), 0, &mut []).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
     }
 
     #[test]

@@ -71,7 +71,7 @@ fn memfd_image(data: &[u8]) -> Vec<u8> {
 }
 
 /// Where `got` differs from `want`, as an error naming the first byte.
-fn compare(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
+pub(crate) fn compare(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
     if got.len() != want.len() {
         return Err(Error::msg(format!(
             "{what} has {} bytes, expected {}",
