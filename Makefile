@@ -11,7 +11,7 @@ SHELL := /bin/bash
 S := scripts
 OUT ?= $(CURDIR)/out
 
-.PHONY: all deps kernel guest guest-test check run bench shell series series-steps export-patches reset-tree \
+.PHONY: all deps kernel guest guest-test check run bench shell rust-analyzer series series-steps export-patches reset-tree \
 	clean cache-clean host-test
 
 all: check
@@ -57,6 +57,16 @@ guest-test: deps
 		$(OUT)/initramfs.cpio.gz $(OUT)/guest-test 900; \
 		python3 $(S)/analyze.py $(OUT)/guest-test --no-kunit --expect bind,$(T),kmemleak \
 		--kunit-py $${DMABUF_CACHE:-$$HOME/.cache/dmabuf-memory}/linux/tools/testing/kunit/kunit.py'
+
+# rust-project.json for rust-analyzer: the kernel's crates from the build
+# tree, kernel::dma_buf from rust/kernel/dma_buf/ of this repository, and
+# the out-of-tree crates of ./Kbuild (scripts/rust-analyzer.py).
+rust-analyzer: deps
+	@$(LOCKED) '$(S)/kernel.sh >/dev/null && \
+		$(MAKE) -s LLVM=-19 -C $$(cat $${DMABUF_CACHE:-$$HOME/.cache/dmabuf-memory}/current-build) \
+			M=$(CURDIR) rust-analyzer && \
+		python3 $(S)/rust-analyzer.py $(CURDIR) \
+			$${DMABUF_CACHE:-$$HOME/.cache/dmabuf-memory}/linux $(OUT)/rust-analyzer'
 
 host-test:
 	cargo test --workspace
