@@ -46,15 +46,17 @@ host_tests() {
 	passed=$((passed + p)) failed=$((failed + f))
 	grep -q '^test result:' "$OUT/cargo-test.log" || { failed=$((failed + 1)); return 1; }
 
-	# The runner's own tests: can it tell a failing guest run from a good one?
+	# The runner's own tests (can it tell a failing guest run from a good
+	# one?) and make rust-analyzer's.
 	DMABUF_KUNIT_PY="$CACHE/linux/tools/testing/kunit/kunit.py" \
-		python3 -m unittest "$TOP/scripts/test_analyze.py" > "$OUT/test-analyze.log" 2>&1
+		python3 -m unittest "$TOP/scripts/test_analyze.py" "$TOP/scripts/test_rust_analyzer.py" \
+		> "$OUT/test-analyze.log" 2>&1
 	local ran bad sk
 	ran=$(sed -n 's/^Ran \([0-9]*\) tests\? .*/\1/p' "$OUT/test-analyze.log")
 	bad=$(grep -oE '(failures|errors)=[0-9]+' "$OUT/test-analyze.log" | cut -d= -f2 | paste -sd+ | bc)
 	sk=$(grep -oE 'skipped=[0-9]+' "$OUT/test-analyze.log" | cut -d= -f2)
 	ran=${ran:-0} bad=${bad:-0} sk=${sk:-0}
-	log "analyzer self-tests: $((ran - bad - sk)) passed, $bad failed, $sk skipped"
+	log "script self-tests: $((ran - bad - sk)) passed, $bad failed, $sk skipped"
 	[ "$ran" -gt 0 ] || { tail -n 20 "$OUT/test-analyze.log" >&2; bad=1; }
 	passed=$((passed + ran - bad - sk)) failed=$((failed + bad)) skipped=$((skipped + sk))
 	[ "$f" = 0 ] && [ "$bad" = 0 ]

@@ -18,7 +18,9 @@
 //!   IOMMU;
 //! - `DMABUF_IMPORT_SAMPLE_MAP` of a Rust `PINNED` buffer for the sample's
 //!   platform device: the sg_table `dma_buf_memory_map()` builds from the
-//!   exporter's shared description.
+//!   exporter's shared description;
+//! - `DMABUF_IMPORT_SAMPLE_DESCRIBE` of a fresh udmabuf, which builds its
+//!   description on the first get_memory.
 //!
 //! Every injected failure must fail the call with the errno the kernel path
 //! gives an allocation failure (ENOMEM; see each target's `allowed`), leave
@@ -66,6 +68,7 @@ use crate::report::{Facts, Runner};
 use crate::rust_exporter;
 use crate::story::open_fds;
 use crate::sys::{self, DmaBufFeatureArg, VfioRegionDmaRange};
+use crate::udmabuf::{self, Memfd, Udmabuf};
 use crate::vfio::VfioDevice;
 
 const KIB: u64 = 1 << 10;
@@ -93,7 +96,7 @@ const IOVA: u64 = GIB;
 const SLOT: u32 = 1;
 const GPA: u64 = 4 * GIB;
 
-const CASES: [&str; 7] = [
+const CASES: [&str; 8] = [
     "fail-nth: VFIO_DEVICE_FEATURE(GET | DMA_BUF) of a three-range dma-buf of ivshmem's BAR2",
     "fail-nth: IOMMU_IOAS_MAP_FILE of a three-range VFIO dma-buf",
     "fail-nth: KVM_SET_USER_MEMORY_REGION2 with KVM_MEM_DMABUF of a three-range VFIO dma-buf",
@@ -101,6 +104,7 @@ const CASES: [&str; 7] = [
     "fail-nth: DMABUF_IMPORT_SAMPLE_DESCRIBE (dma_buf_get_memory) of a dma-buf",
     "fail-nth: DMABUF_IMPORT_SAMPLE_MAP of a three-range VFIO dma-buf for ivshmem (P2P sg_table)",
     "fail-nth: DMABUF_IMPORT_SAMPLE_MAP of a Rust PINNED buffer (dma_buf_memory_map())",
+    "fail-nth: DMABUF_IMPORT_SAMPLE_DESCRIBE of a fresh udmabuf (its description is built on first get_memory)",
 ];
 const VFIO: usize = 0;
 const MAP: usize = 1;
@@ -109,6 +113,9 @@ const RUST: usize = 3;
 const DESCRIBE: usize = 4;
 const SG_VFIO: usize = 5;
 const SG_RUST: usize = 6;
+const UDMABUF: usize = 7;
+/// The udmabuf DESCRIBE case's buffer: 16 pages of a memfd.
+const UDMABUF_LEN: u64 = 64 * KIB;
 
 // ---------------------------------------------------------------------------
 // fail-nth
@@ -855,6 +862,30 @@ impl Target for MapRust {
     // kernel::error maps the Rust side's AllocError to ENOMEM.
 }
 
+/// DMABUF_IMPORT_SAMPLE_DESCRIBE of a fresh udmabuf of one memfd: udmabuf
+/// builds and seals its description on the first get_memory.
+struct DescribeUdmabuf {
+    sample: File,
+    dev: Udmabuf,
+    memfd: Memfd,
+}
+
+impl Target for DescribeUdmabuf {
+    type Input = OwnedFd;
+    type Output = ();
+    fn prepare(&mut self) -> Result<OwnedFd> {
+        self.dev.create(self.memfd.raw(), 0, UDMABUF_LEN)
+    }
+    fn call(&mut self, buf: &OwnedFd) -> Result<()> {
+        import_sample::describe(&self.sample, buf).map(|_| ())
+    }
+    fn undo(&mut self, _: &OwnedFd, (): ()) -> Result<()> {
+        Ok(())
+    }
+    // ENOMEM only: dma_buf_dynamic_attach(), udmabuf_describe()'s
+    // dma_buf_memory_alloc() and the core's xa_alloc() give -ENOMEM.
+}
+
 // ---------------------------------------------------------------------------
 // The cases
 
@@ -1037,6 +1068,9 @@ fn test(r: &mut Runner<'_>) {
         }
     }
 
+    r.section("udmabuf through the C sample");
+    udmabuf_describe(r, &fail, &settings, &mut total);
+
     r.section("sg_table maps through the C sample");
     sg_maps(r, &fail, &settings, ivs.as_ref(), rust, &mut total);
     drop(ivs);
@@ -1047,6 +1081,37 @@ fn test(r: &mut Runner<'_>) {
         Ok(())
     });
     r.comment(&format!("failnth: {total} failure points in all"));
+}
+
+fn udmabuf_describe(r: &mut Runner<'_>, fail: &FailNth, settings: &FaultSettings, total: &mut u32) {
+    if !Path::new(udmabuf::DEVICE).exists() {
+        r.skip(
+            CASES[UDMABUF],
+            &format!("no {}: the kernel lacks CONFIG_UDMABUF", udmabuf::DEVICE),
+        );
+        return;
+    }
+    if !Path::new(import_sample::DEVICE).exists() {
+        r.skip(
+            CASES[UDMABUF],
+            &format!(
+                "no {}: dmabuf_import_sample is not loaded",
+                import_sample::DEVICE
+            ),
+        );
+        return;
+    }
+    let parts = import_sample::open().and_then(|sample| {
+        let dev = Udmabuf::open()?;
+        let memfd = Memfd::with_pattern(c"failnth-udmabuf", UDMABUF_LEN, 0)?;
+        Ok(DescribeUdmabuf { sample, dev, memfd })
+    });
+    match parts {
+        Ok(t) => case(r, UDMABUF, fail, settings, t, total),
+        Err(e) => {
+            r.check(CASES[UDMABUF], |_| Err(e));
+        }
+    }
 }
 
 /// The two sg_table paths: vfio-pci's own (P2P, for ivshmem) and the Rust
