@@ -377,8 +377,9 @@ const HUGE_COUNTS: [usize; 5] = [
     1 << 20,
 ];
 
-/// One export request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One export request. Not `Eq`: vfio-bindings' `vfio_region_dma_range` is
+/// only `PartialEq`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct VfioInput {
     pub region: u32,
     pub open_flags: u32,

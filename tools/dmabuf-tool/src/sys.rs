@@ -1,9 +1,13 @@
 //! Linux uAPI definitions and the raw system calls behind them.
 //!
-//! Structs and ioctl numbers are transcribed from Linux 7.3
-//! `include/uapi/linux/vfio.h`, `include/uapi/linux/iommufd.h` and
-//! `include/uapi/linux/udmabuf.h`, and from the C import sample's `samples/c/dmabuf_import_sample.h`; each struct
-//! size is checked at compile time against the size the header gives. Every
+//! The VFIO structs and constants come from rust-vmm's `vfio-bindings` and the
+//! iommufd ones from `iommufd-bindings` (bindgen output of the upstream
+//! headers); their `_IO` ioctl numbers, which bindgen cannot translate, are
+//! encoded here from the crates' type and command numbers. What neither crate
+//! has is transcribed by hand from Linux 7.3 `include/uapi/linux/udmabuf.h` and
+//! from the C import sample's `samples/c/dmabuf_import_sample.h`. Each struct
+//! size is checked at compile time against the size the header gives, and each
+//! ioctl number by a unit test against its hand-computed value. Every
 //! `unsafe` system call of the tool lives here (and in `mmap.rs`), behind a
 //! safe function.
 
@@ -31,89 +35,42 @@ pub const fn iowr(ty: u8, nr: u8, size: usize) -> u32 {
 }
 
 // ---------------------------------------------------------------------------
-// vfio.h
+// vfio.h: structs and constants from vfio-bindings 0.7 (Linux 7.2 headers,
+// which have the DMA_BUF feature); the ioctl numbers are `_IO` macros, which
+// bindgen does not translate, so they are encoded here from its type and base.
 
-pub const VFIO_TYPE: u8 = b';';
-pub const VFIO_BASE: u8 = 100;
+use vfio_bindings::bindings::vfio as vfio_h;
 
-pub const VFIO_DEVICE_GET_REGION_INFO: u32 = io(VFIO_TYPE, VFIO_BASE + 8);
-pub const VFIO_DEVICE_FEATURE: u32 = io(VFIO_TYPE, VFIO_BASE + 17);
-pub const VFIO_DEVICE_BIND_IOMMUFD: u32 = io(VFIO_TYPE, VFIO_BASE + 18);
-pub const VFIO_DEVICE_ATTACH_IOMMUFD_PT: u32 = io(VFIO_TYPE, VFIO_BASE + 19);
+pub use vfio_h::{
+    vfio_device_attach_iommufd_pt as VfioDeviceAttachIommufdPt,
+    vfio_device_bind_iommufd as VfioDeviceBindIommufd, vfio_device_feature as VfioDeviceFeature,
+    vfio_device_feature_dma_buf as VfioDeviceFeatureDmaBuf,
+    vfio_region_dma_range as VfioRegionDmaRange, vfio_region_info as VfioRegionInfo,
+    VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET, VFIO_PCI_CONFIG_REGION_INDEX,
+    VFIO_PCI_ROM_REGION_INDEX, VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ,
+    VFIO_REGION_INFO_FLAG_WRITE,
+};
 
-pub const VFIO_REGION_INFO_FLAG_READ: u32 = 1 << 0;
-pub const VFIO_REGION_INFO_FLAG_WRITE: u32 = 1 << 1;
-pub const VFIO_REGION_INFO_FLAG_MMAP: u32 = 1 << 2;
-
-/// `enum { VFIO_PCI_BAR0_REGION_INDEX, ..., VFIO_PCI_ROM_REGION_INDEX = 6,
-/// VFIO_PCI_CONFIG_REGION_INDEX = 7, ... }`.
-pub const VFIO_PCI_ROM_REGION_INDEX: u32 = 6;
-pub const VFIO_PCI_CONFIG_REGION_INDEX: u32 = 7;
-
-pub const VFIO_DEVICE_FEATURE_GET: u32 = 1 << 16;
-pub const VFIO_DEVICE_FEATURE_DMA_BUF: u32 = 11;
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct VfioDeviceBindIommufd {
-    pub argsz: u32,
-    pub flags: u32,
-    pub iommufd: i32,
-    pub out_devid: u32,
-    pub token_uuid_ptr: u64,
+/// `_IO(VFIO_TYPE, VFIO_BASE + nr)`.
+const fn vfio_io(nr: u32) -> u32 {
+    io(vfio_h::VFIO_TYPE, (vfio_h::VFIO_BASE + nr) as u8)
 }
+
+pub const VFIO_DEVICE_GET_REGION_INFO: u32 = vfio_io(8);
+pub const VFIO_DEVICE_FEATURE: u32 = vfio_io(17);
+pub const VFIO_DEVICE_BIND_IOMMUFD: u32 = vfio_io(18);
+pub const VFIO_DEVICE_ATTACH_IOMMUFD_PT: u32 = vfio_io(19);
+
 const _: () = assert!(size_of::<VfioDeviceBindIommufd>() == 24);
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct VfioDeviceAttachIommufdPt {
-    pub argsz: u32,
-    pub flags: u32,
-    pub pt_id: u32,
-    pub pasid: u32,
-}
 const _: () = assert!(size_of::<VfioDeviceAttachIommufdPt>() == 16);
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct VfioRegionInfo {
-    pub argsz: u32,
-    pub flags: u32,
-    pub index: u32,
-    pub cap_offset: u32,
-    pub size: u64,
-    pub offset: u64,
-}
 const _: () = assert!(size_of::<VfioRegionInfo>() == 32);
-
-/// `struct vfio_device_feature` without its flexible `__u8 data[]`.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct VfioDeviceFeature {
-    pub argsz: u32,
-    pub flags: u32,
-}
+// The header only: the crate's `data: __IncompleteArrayField<u8>` takes no room.
 const _: () = assert!(size_of::<VfioDeviceFeature>() == 8);
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct VfioRegionDmaRange {
-    pub offset: u64,
-    pub length: u64,
-}
+const _: () = assert!(std::mem::offset_of!(VfioDeviceFeature, data) == 8);
 const _: () = assert!(size_of::<VfioRegionDmaRange>() == 16);
-
-/// `struct vfio_device_feature_dma_buf` without its flexible
-/// `struct vfio_region_dma_range dma_ranges[]`.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct VfioDeviceFeatureDmaBuf {
-    pub region_index: u32,
-    pub open_flags: u32,
-    pub flags: u32,
-    pub nr_ranges: u32,
-}
+// Likewise `dma_ranges: __IncompleteArrayField<vfio_region_dma_range>`.
 const _: () = assert!(size_of::<VfioDeviceFeatureDmaBuf>() == 16);
+const _: () = assert!(std::mem::offset_of!(VfioDeviceFeatureDmaBuf, dma_ranges) == 16);
 
 /// The argument of `VFIO_DEVICE_FEATURE` with `GET | DMA_BUF`, laid out as the
 /// kernel reads it: `vfio_device_feature` header, `vfio_device_feature_dma_buf`
@@ -146,81 +103,46 @@ pub fn dma_buf_feature_arg(
 }
 
 // ---------------------------------------------------------------------------
-// iommufd.h
+// iommufd.h: structs, command numbers and map flags from iommufd-bindings 0.2
+// (Linux 7.1 headers); the ioctl numbers are `_IO` macros, which bindgen does
+// not translate, so they are encoded here from its type and command numbers.
 
-pub const IOMMUFD_TYPE: u8 = b';';
-pub const IOMMUFD_CMD_DESTROY: u8 = 0x80;
-pub const IOMMUFD_CMD_IOAS_ALLOC: u8 = 0x81;
-pub const IOMMUFD_CMD_IOAS_MAP: u8 = 0x85;
-pub const IOMMUFD_CMD_IOAS_UNMAP: u8 = 0x86;
-pub const IOMMUFD_CMD_IOAS_MAP_FILE: u8 = 0x8f;
+use iommufd_bindings as iommufd_h;
 
-pub const IOMMU_DESTROY: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_DESTROY);
-pub const IOMMU_IOAS_ALLOC: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_ALLOC);
-pub const IOMMU_IOAS_MAP: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_MAP);
-pub const IOMMU_IOAS_UNMAP: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_UNMAP);
-pub const IOMMU_IOAS_MAP_FILE: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_MAP_FILE);
+pub use iommufd_h::{
+    iommu_destroy as IommuDestroy, iommu_ioas_alloc as IommuIoasAlloc,
+    iommu_ioas_map as IommuIoasMap, iommu_ioas_map_file as IommuIoasMapFile,
+    iommu_ioas_unmap as IommuIoasUnmap,
+};
 
-/// `enum iommufd_ioas_map_flags`.
-pub const IOMMU_IOAS_MAP_FIXED_IOVA: u32 = 1 << 0;
-pub const IOMMU_IOAS_MAP_WRITEABLE: u32 = 1 << 1;
-pub const IOMMU_IOAS_MAP_READABLE: u32 = 1 << 2;
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IommuDestroy {
-    pub size: u32,
-    pub id: u32,
+/// `_IO(IOMMUFD_TYPE, cmd)`.
+const fn iommufd_io(cmd: u32) -> u32 {
+    io(iommufd_h::IOMMUFD_TYPE, cmd as u8)
 }
+
+pub const IOMMU_DESTROY: u32 = iommufd_io(iommufd_h::IOMMUFD_CMD_DESTROY);
+pub const IOMMU_IOAS_ALLOC: u32 = iommufd_io(iommufd_h::IOMMUFD_CMD_IOAS_ALLOC);
+pub const IOMMU_IOAS_MAP: u32 = iommufd_io(iommufd_h::IOMMUFD_CMD_IOAS_MAP);
+pub const IOMMU_IOAS_UNMAP: u32 = iommufd_io(iommufd_h::IOMMUFD_CMD_IOAS_UNMAP);
+pub const IOMMU_IOAS_MAP_FILE: u32 = iommufd_io(iommufd_h::IOMMUFD_CMD_IOAS_MAP_FILE);
+
+/// `enum iommufd_ioas_map_flags`, whose constants bindgen prefixes with the
+/// enum's name.
+pub const IOMMU_IOAS_MAP_FIXED_IOVA: u32 =
+    iommufd_h::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_FIXED_IOVA;
+pub const IOMMU_IOAS_MAP_WRITEABLE: u32 =
+    iommufd_h::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_WRITEABLE;
+pub const IOMMU_IOAS_MAP_READABLE: u32 = iommufd_h::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_READABLE;
+
 const _: () = assert!(size_of::<IommuDestroy>() == 8);
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IommuIoasAlloc {
-    pub size: u32,
-    pub flags: u32,
-    pub out_ioas_id: u32,
-}
 const _: () = assert!(size_of::<IommuIoasAlloc>() == 12);
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IommuIoasMap {
-    pub size: u32,
-    pub flags: u32,
-    pub ioas_id: u32,
-    pub __reserved: u32,
-    pub user_va: u64,
-    pub length: u64,
-    pub iova: u64,
-}
 const _: () = assert!(size_of::<IommuIoasMap>() == 40);
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IommuIoasMapFile {
-    pub size: u32,
-    pub flags: u32,
-    pub ioas_id: u32,
-    pub fd: i32,
-    pub start: u64,
-    pub length: u64,
-    pub iova: u64,
-}
 const _: () = assert!(size_of::<IommuIoasMapFile>() == 40);
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IommuIoasUnmap {
-    pub size: u32,
-    pub ioas_id: u32,
-    pub iova: u64,
-    pub length: u64,
-}
 const _: () = assert!(size_of::<IommuIoasUnmap>() == 24);
 
 // ---------------------------------------------------------------------------
 // samples/c/dmabuf_import_sample.h
+// Hand-written: the uAPI of this series' C import sample, in no crate.
 
 /// `DMABUF_IMPORT_SAMPLE_RANGES`: ranges the sample copies out.
 pub const IMPORT_SAMPLE_RANGES: usize = 4;
@@ -268,6 +190,7 @@ pub const DMABUF_IMPORT_SAMPLE_MAP: u32 = iowr(0xdb, 0x01, size_of::<ImportSampl
 
 // ---------------------------------------------------------------------------
 // udmabuf.h
+// Hand-written: udmabuf is in neither vfio-bindings 0.7 nor iommufd-bindings 0.2.
 
 /// `UDMABUF_FLAGS_CLOEXEC`: the new dma-buf descriptor is `O_CLOEXEC`.
 pub const UDMABUF_FLAGS_CLOEXEC: u32 = 0x01;
@@ -640,6 +563,45 @@ mod tests {
         // _IOW('u', 0x42, 24 bytes) and _IOW('u', 0x43, 8 bytes).
         assert_eq!(UDMABUF_CREATE, 0x4018_7542);
         assert_eq!(UDMABUF_CREATE_LIST, 0x4008_7543);
+    }
+
+    /// `_IOC(dir, type, nr, size)` of `include/uapi/asm-generic/ioctl.h`,
+    /// written out independently of `io`/`iow`/`iowr` and of the crates.
+    const fn ioc(dir: u32, ty: u32, nr: u32, size: u32) -> u32 {
+        (dir << 30) | (size << 16) | (ty << 8) | nr
+    }
+
+    #[test]
+    fn crate_ioctl_numbers_and_flags_match_hand_computed_values() {
+        // The ioctl numbers built from vfio-bindings' VFIO_TYPE/VFIO_BASE and
+        // iommufd-bindings' IOMMUFD_TYPE/IOMMUFD_CMD_*: _IO(';', nr), nr as in
+        // vfio.h (VFIO_BASE + 8, 17, 18, 19) and iommufd.h (0x80, 0x81, ...).
+        let none = |nr| ioc(0, b';' as u32, nr, 0);
+        assert_eq!(VFIO_DEVICE_GET_REGION_INFO, none(100 + 8));
+        assert_eq!(VFIO_DEVICE_FEATURE, none(100 + 17));
+        assert_eq!(VFIO_DEVICE_BIND_IOMMUFD, none(100 + 18));
+        assert_eq!(VFIO_DEVICE_ATTACH_IOMMUFD_PT, none(100 + 19));
+        assert_eq!(IOMMU_DESTROY, none(0x80));
+        assert_eq!(IOMMU_IOAS_ALLOC, none(0x81));
+        assert_eq!(IOMMU_IOAS_MAP, none(0x85));
+        assert_eq!(IOMMU_IOAS_UNMAP, none(0x86));
+        assert_eq!(IOMMU_IOAS_MAP_FILE, none(0x8f));
+        // The hand-written ones: _IOWR(0xdb, ...) of the sample, _IOW('u', ...).
+        assert_eq!(DMABUF_IMPORT_SAMPLE_DESCRIBE, ioc(3, 0xdb, 0x00, 88));
+        assert_eq!(DMABUF_IMPORT_SAMPLE_MAP, ioc(3, 0xdb, 0x01, 104));
+        assert_eq!(UDMABUF_CREATE, ioc(1, b'u' as u32, 0x42, 24));
+        assert_eq!(UDMABUF_CREATE_LIST, ioc(1, b'u' as u32, 0x43, 8));
+        // The crates' flags and indices the tool uses, as the headers define them.
+        assert_eq!(VFIO_REGION_INFO_FLAG_READ, 1 << 0);
+        assert_eq!(VFIO_REGION_INFO_FLAG_WRITE, 1 << 1);
+        assert_eq!(VFIO_REGION_INFO_FLAG_MMAP, 1 << 2);
+        assert_eq!(VFIO_PCI_ROM_REGION_INDEX, 6);
+        assert_eq!(VFIO_PCI_CONFIG_REGION_INDEX, 7);
+        assert_eq!(VFIO_DEVICE_FEATURE_GET, 1 << 16);
+        assert_eq!(VFIO_DEVICE_FEATURE_DMA_BUF, 11);
+        assert_eq!(IOMMU_IOAS_MAP_FIXED_IOVA, 1 << 0);
+        assert_eq!(IOMMU_IOAS_MAP_WRITEABLE, 1 << 1);
+        assert_eq!(IOMMU_IOAS_MAP_READABLE, 1 << 2);
     }
 
     #[test]
