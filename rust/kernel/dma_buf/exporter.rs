@@ -324,9 +324,9 @@ impl<T: Exporter> ExporterVTable<T> {
         // SAFETY: By the safety requirements the lock is held and the buffer is `T`'s.
         let (built, inner) = unsafe { Self::describe(attach) }?;
 
-        // SAFETY: `attach` is valid, its reservation lock is held, and `built` holds a reference
-        // to the description, which `dma_buf_memory_map()` only seals (if no one else references
-        // it yet) and reads. `built` drops the reference afterwards: the table does not use it.
+        // The table does not use the description: `built` drops its reference afterwards.
+        // SAFETY: `attach` is valid and its reservation lock is held; `built` holds a reference
+        // to the description, which `dma_buf_memory_map()` only seals (if unshared) and reads.
         let sgt = unsafe { bindings::dma_buf_memory_map(attach.as_raw(), built.as_ptr(), dir) };
         let sgt = from_err_ptr(sgt).and_then(|sgt| NonNull::new(sgt).ok_or(ENOMEM));
 
