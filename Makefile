@@ -11,7 +11,7 @@ SHELL := /bin/bash
 S := scripts
 OUT ?= $(CURDIR)/out
 
-.PHONY: all deps kernel guest guest-test check run bench shell rust-analyzer series series-steps export-patches reset-tree \
+.PHONY: all deps kernel guest guest-test check run bench shell rust-analyzer docs series series-steps export-patches reset-tree \
 	clean cache-clean host-test
 
 all: check
@@ -38,8 +38,11 @@ run: deps
 	@$(LOCKED) '$(GUEST) && $(S)/run-demo.sh $(OUT)'
 
 # dma_buf_get_memory() against dma_buf_map_attachment(): time and bytes
-# (bench/dmabuf_bench.c), measured in the guest; then iommufd MAP_FILE by
-# range count and revoke by importer count (`dmabuf-tool bench`).
+# (bench/dmabuf_bench.c), iommufd MAP_FILE by range count and revoke by
+# importer count (`dmabuf-tool bench`), KVM fault-in (`dmabuf-tool
+# kvm-bench`); on a production-config kernel (built the first time, in a
+# tree of its own) and on the debug test kernel, side by side: tables,
+# $(OUT)/bench/results.csv and plots (scripts/bench.sh).
 bench: deps
 	@$(LOCKED) '$(GUEST) && $(S)/bench.sh $(OUT)'
 
@@ -70,6 +73,13 @@ rust-analyzer: deps
 
 host-test:
 	cargo test --workspace
+
+# The kernel pages the series touches (dma-buf-memory.rst, the KVM and
+# iommufd uAPI, dma-buf.rst), rendered by Sphinx with the kernel's own
+# conf.py and kernel-doc: $(OUT)/docs/html/index.html. Fails on a warning.
+docs: deps
+	@$(LOCKED) '$(S)/kernel.sh --tree-only >/dev/null && $(S)/docs.sh $(OUT)/docs && \
+		echo "$(OUT)/docs/html/index.html"'
 
 # Patch workflow (see README): commit in the cached kernel tree, then
 # export-patches writes those commits back to patches/.

@@ -2,8 +2,9 @@
 /*
  * dma_buf_get_memory() vs dma_buf_map_attachment(): time and metadata.
  *
- * At insmod, for buffers of 4 KiB to 16 GiB made of 1, 16 or 256 physical
- * ranges, the module times dma_buf_get_memory() + dma_buf_put_memory() and
+ * At insmod, for a buffer of 1 GiB made of 1 to 65536 physical ranges, and
+ * for buffers of 4 KiB to 16 GiB made of 1 or 256, the module times
+ * dma_buf_get_memory() + dma_buf_put_memory() and
  * dma_buf_map_attachment() + dma_buf_unmap_attachment(), the latter without
  * (sg) and, where the buffer is real memory, with (sg+dma) the DMA mapping,
  * on the same attachment of the same buffer, counts the bytes each
@@ -14,12 +15,14 @@
  * The bench exporter describes its memory the way vfio-pci does: a buffer
  * is a list of ranges of one kind (and provider), and
  *
+ * - it keeps its ranges in an array of &struct phys_vec, as vfio-pci does;
  * - get_memory returns them as one chunk, P2P MMIO or CPU (see Memory
  *   below), built with dma_buf_memory_alloc() and
- *   dma_buf_memory_add_range(): on every call (the get_mem column), or
- *   once, sealed with dma_buf_memory_seal(), with every call returning
- *   dma_buf_memory_share() of that one description (the shared column),
- *   as vfio-pci does;
+ *   dma_buf_memory_add_ranges() of the array: on every call (the get_mem
+ *   column), or once, sealed with dma_buf_memory_seal(), with every call
+ *   returning dma_buf_memory_share() of that one description (the shared
+ *   column), as vfio-pci does; the add1 column builds it per call with a
+ *   dma_buf_memory_add_range() call per range instead;
  * - map_dma_buf returns them as an sg_table shaped like the one of
  *   dma_buf_phys_vec_to_sgt(), the kernel's helper for exporters of
  *   physical ranges (vfio-pci's map_dma_buf): one sg_alloc_table() entry
@@ -44,12 +47,12 @@
  * IOTLB invalidation, the per-page cost importers that build their own page
  * tables from dma_buf_get_memory() (iommufd, KVM) do not pay on each map.
  *
- * Memory: a guest of 2 GiB cannot hold the buffers, so every range whose
+ * Memory: the guest (4 GiB) cannot hold the buffers, so every range whose
  * length fits one physically contiguous block of up to 4 MiB, allocated
  * once, is that block: all ranges of a buffer are the same physical memory,
  * described as CPU memory by get_memory and by both sg variants. Nothing
  * reads or writes it, and the device never does DMA. Buffers with longer
- * ranges (64 MiB and 1 GiB in 1 or 16 ranges, 16 GiB) keep fake P2P MMIO
+ * ranges (1 GiB in up to 64 ranges, 64 MiB in 1, 16 GiB) keep fake P2P MMIO
  * ranges spread, with a gap after each, over a window at 1 TiB where the
  * guest has nothing, and have no sg+dma column.
  *
@@ -93,10 +96,25 @@
 /* pci-testdev, the device the importer DMA-maps for. */
 #define BENCH_TESTDEV_ID	0x0005
 
-static const u64 bench_sizes[] = { SZ_4K, SZ_1M, SZ_64M, SZ_1G, SZ_16G };
-static const unsigned int bench_nr_ranges[] = { 1, 16, 256 };
+/*
+ * The rows: by range count at 1 GiB, from one range to the most one
+ * description holds, then by size at 1 and at 256 ranges.
+ */
+static const struct {
+	u64 size;
+	unsigned int nr_ranges;
+} bench_cases[] = {
+	{ SZ_1G, 1 }, { SZ_1G, 4 }, { SZ_1G, 16 }, { SZ_1G, 64 },
+	{ SZ_1G, 256 }, { SZ_1G, 1024 }, { SZ_1G, 4096 }, { SZ_1G, 16384 },
+	{ SZ_1G, SZ_64K },
+	{ SZ_4K, 1 }, { SZ_1M, 1 }, { SZ_64M, 1 }, { SZ_16G, 1 },
+	{ SZ_1M, 256 }, { SZ_64M, 256 }, { SZ_16G, 256 },
+};
 
-#define BENCH_MAX_ROWS	(ARRAY_SIZE(bench_sizes) * ARRAY_SIZE(bench_nr_ranges))
+/* The range counts whose rows span sizes: "flat in size". */
+static const unsigned int bench_flat_ranges[] = { 1, 256 };
+
+#define BENCH_MAX_ROWS	ARRAY_SIZE(bench_cases)
 
 /* Only compared by the core, never dereferenced. */
 static struct p2pdma_provider bench_provider;
@@ -110,6 +128,10 @@ struct bench_buf {
 	bool dma;
 	/* get_memory shares one description instead of building one. */
 	bool share;
+	/* get_memory adds one range per call instead of the array at once. */
+	bool one_by_one;
+	/* The ranges, as bench_range() computes them. */
+	struct phys_vec *ranges;
 	struct dma_buf_memory *shared;
 };
 
@@ -124,7 +146,7 @@ struct bench_time {
 struct bench_row {
 	u64 size;
 	unsigned int nr_ranges;
-	struct bench_time mem, shared, sg, sgd;
+	struct bench_time mem, add1, shared, sg, sgd;
 	size_t mem_bytes, sg_bytes;
 	unsigned int mem_allocs, sg_allocs, sg_nents;
 	/* The ranges are the real block (CPU memory), not fake MMIO. */
@@ -141,7 +163,8 @@ static struct iommu_domain *bench_domain;
 
 /*
  * Range @i of @buf: equal ranges, all the block if @buf has one, else fake
- * MMIO each followed by a gap as long as itself.
+ * MMIO each followed by a gap as long as itself. Computed once, into
+ * @buf->ranges, which both paths read.
  */
 static struct phys_vec bench_range(const struct bench_buf *buf, unsigned int i)
 {
@@ -170,11 +193,11 @@ static struct dma_buf_memory *bench_describe(const struct bench_buf *buf)
 	else
 		ret = dma_buf_memory_add_chunk(m, &bench_provider,
 					       DMA_BUF_CHUNK_P2P_MMIO, 0);
-	for (i = 0; !ret && i < buf->nr_ranges; i++) {
-		struct phys_vec range = bench_range(buf, i);
-
-		ret = dma_buf_memory_add_range(m, range.paddr, range.len);
-	}
+	if (!ret && !buf->one_by_one)
+		ret = dma_buf_memory_add_ranges(m, buf->ranges, buf->nr_ranges);
+	for (i = 0; !ret && buf->one_by_one && i < buf->nr_ranges; i++)
+		ret = dma_buf_memory_add_range(m, buf->ranges[i].paddr,
+					       buf->ranges[i].len);
 	if (ret) {
 		dma_buf_memory_free(m);
 		return NULL;
@@ -225,7 +248,7 @@ static struct sg_table *bench_map_dma(struct dma_buf_attachment *attach,
 	if (ret)
 		goto err_free;
 	for_each_sgtable_sg(sgt, sg, i)
-		sg_set_page(sg, buf->block, (unsigned int)bench_range(buf, i).len, 0);
+		sg_set_page(sg, buf->block, (unsigned int)buf->ranges[i].len, 0);
 	ret = dma_map_sgtable(attach->dev, sgt, dir, 0);
 	if (ret)
 		goto err_table;
@@ -252,8 +275,7 @@ static struct sg_table *bench_map(struct dma_buf_attachment *attach,
 		return bench_map_dma(attach, dir);
 
 	for (i = 0; i < buf->nr_ranges; i++)
-		nents += DIV_ROUND_UP_ULL(bench_range(buf, i).len,
-					  BENCH_SG_MAX_SEG);
+		nents += DIV_ROUND_UP_ULL(buf->ranges[i].len, BENCH_SG_MAX_SEG);
 
 	sgt = kzalloc_obj(*sgt);
 	if (!sgt)
@@ -266,7 +288,7 @@ static struct sg_table *bench_map(struct dma_buf_attachment *attach,
 
 	sg = sgt->sgl;
 	for (i = 0; i < buf->nr_ranges; i++) {
-		struct phys_vec range = bench_range(buf, i);
+		struct phys_vec range = buf->ranges[i];
 
 		while (range.len) {
 			size_t len = min_t(size_t, range.len, BENCH_SG_MAX_SEG);
@@ -356,6 +378,45 @@ static int bench_kmalloc(struct dma_buf_attachment *attach)
 		return -ENOMEM;
 	OPTIMIZER_HIDE_VAR(p);
 	kfree(p);
+	return 0;
+}
+
+/*
+ * The parts of a shared get+put, each timed on its own (bench_breakdown()):
+ * what the core and a sharing exporter do per call besides the two op calls.
+ */
+static DEFINE_XARRAY_ALLOC(bench_xa);
+static refcount_t bench_ref = REFCOUNT_INIT(1);
+static struct dma_buf_memory *bench_sealed;
+
+static int bench_nop(struct dma_buf_attachment *attach)
+{
+	return 0;
+}
+
+/* The core tracks each description an importer holds in an xarray. */
+static int bench_xa_pair(struct dma_buf_attachment *attach)
+{
+	u32 id;
+	int ret;
+
+	ret = xa_alloc(&bench_xa, &id, &bench_ref, xa_limit_32b, GFP_KERNEL);
+	if (!ret)
+		xa_erase(&bench_xa, id);
+	return ret;
+}
+
+static int bench_refcount_pair(struct dma_buf_attachment *attach)
+{
+	refcount_inc(&bench_ref);
+	refcount_dec(&bench_ref);
+	return 0;
+}
+
+/* What a sharing exporter's get_memory and put_memory do. */
+static int bench_share_pair(struct dma_buf_attachment *attach)
+{
+	dma_buf_memory_free(dma_buf_memory_share(bench_sealed));
 	return 0;
 }
 
@@ -581,11 +642,17 @@ static int bench_row(struct device *dev, struct page *block,
 	DEFINE_DMA_BUF_EXPORT_INFO(exp_info);
 	struct dma_buf_attachment *attach;
 	struct dma_buf *dmabuf;
+	unsigned int i;
 	int ret;
 
 	if (block && div_u64(buf.size, buf.nr_ranges) <= PAGE_SIZE << block_order)
 		buf.block = block;
 	row->cpu = !!buf.block;
+	buf.ranges = kvmalloc_array(buf.nr_ranges, sizeof(*buf.ranges), GFP_KERNEL);
+	if (!buf.ranges)
+		return -ENOMEM;
+	for (i = 0; i < buf.nr_ranges; i++)
+		buf.ranges[i] = bench_range(&buf, i);
 
 	exp_info.ops = &bench_ops;
 	exp_info.size = buf.size;
@@ -595,8 +662,10 @@ static int bench_row(struct device *dev, struct page *block,
 	exp_info.memory_model = buf.block ? DMA_BUF_MODEL_PINNED :
 					    DMA_BUF_MODEL_REVOCABLE;
 	dmabuf = dma_buf_export(&exp_info);
-	if (IS_ERR(dmabuf))
+	if (IS_ERR(dmabuf)) {
+		kvfree(buf.ranges);
 		return PTR_ERR(dmabuf);
+	}
 
 	attach = dma_buf_dynamic_attach(dmabuf, dev, &bench_attach_ops, NULL);
 	if (IS_ERR(attach)) {
@@ -607,6 +676,11 @@ static int bench_row(struct device *dev, struct page *block,
 	ret = bench_bytes(attach, row) ?:
 	      bench_time(attach, bench_get_put, &row->mem) ?:
 	      bench_time(attach, bench_map_unmap, &row->sg);
+	if (!ret) {
+		buf.one_by_one = true;
+		ret = bench_time(attach, bench_get_put, &row->add1);
+		buf.one_by_one = false;
+	}
 	if (!ret) {
 		buf.share = true;
 		ret = bench_time(attach, bench_get_put, &row->shared);
@@ -628,6 +702,7 @@ out_put:
 	 * @buf long gone: bench_release() does not look at it.
 	 */
 	dma_buf_put(dmabuf);
+	kvfree(buf.ranges);
 	return ret;
 }
 
@@ -659,6 +734,46 @@ static const char *bench_ratio_str(u64 a, u64 b, char *s, size_t len)
 	return s;
 }
 
+static const struct {
+	const char *name;
+	int (*op)(struct dma_buf_attachment *attach);
+} bench_parts[] = {
+	{ "loop+call", bench_nop },
+	{ "xa_alloc+xa_erase", bench_xa_pair },
+	{ "refcount_inc+dec", bench_refcount_pair },
+	{ "share+free", bench_share_pair },
+	{ "kmalloc+kfree", bench_kmalloc },
+};
+
+/*
+ * Where the time of a shared get+put goes: each part on its own, in a
+ * loop of its own (the loop and the indirect call are the first part).
+ */
+static int bench_breakdown(void)
+{
+	struct bench_time t;
+	unsigned int i;
+	int ret = 0;
+
+	bench_sealed = dma_buf_memory_alloc(1, 1, GFP_KERNEL);
+	if (!bench_sealed)
+		return -ENOMEM;
+	ret = dma_buf_memory_add_chunk(bench_sealed, &bench_provider,
+				       DMA_BUF_CHUNK_P2P_MMIO, 0) ?:
+	      dma_buf_memory_add_range(bench_sealed, BENCH_PHYS_BASE, PAGE_SIZE) ?:
+	      dma_buf_memory_seal(bench_sealed);
+	pr_info("parts of a shared get+put, each timed alone (ns, median per call):\n");
+	for (i = 0; i < ARRAY_SIZE(bench_parts) && !ret; i++) {
+		ret = bench_time(NULL, bench_parts[i].op, &t);
+		if (!ret)
+			pr_info("row part name=%s ns=%llu ns_min=%llu ns_max=%llu iters=%u batches=%u\n",
+				bench_parts[i].name, t.median, t.min, t.max,
+				t.iters, t.batches);
+	}
+	dma_buf_memory_free(bench_sealed);
+	return ret;
+}
+
 static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 			const struct bench_time *kmalloc_time)
 {
@@ -679,10 +794,10 @@ static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 	pr_info("sg: one sg entry per range split at 4 GiB - 4 KiB (dma_buf_phys_vec_to_sgt() shape), DMA addresses written without the DMA API: a lower bound\n");
 	pr_info("sg+dma: one sg entry per range of CPU pages, dma_map_sgtable()/dma_unmap_sgtable() for pci-testdev behind intel-iommu (strict): what a real exporter pays; - where the ranges are fake MMIO (longer than the block)\n");
 	pr_info("mem: cpu = every range is the same real block, mmio = fake P2P MMIO ranges\n");
-	pr_info("get_mem: the exporter builds a description per call; shared: it built one once and returns dma_buf_memory_share() of it (0 bytes and 0 allocs per call; the description's bytes are held once per buffer, whatever the number of importers)\n");
+	pr_info("get_mem: the exporter builds a description per call, adding its array of ranges at once; add1: the same, a dma_buf_memory_add_range() call per range; shared: it built one once and returns dma_buf_memory_share() of it (0 bytes and 0 allocs per call; the description's bytes are held once per buffer, whatever the number of importers)\n");
 	pr_info("ns: median per call pair; bytes: metadata held by the description (sg+dma holds the same as sg); dsegs: DMA segments after the IOMMU merged the entries; sg x: sg / get_mem time, sh x: sg / shared time, dma x: sg+dma / shared time; bytes x: sg bytes / description bytes\n");
-	pr_info("%8s %6s %4s | %10s %6s %6s | %9s | %10s %6s %6s %6s | %10s %5s | %6s %6s %7s %7s\n",
-		"size", "ranges", "mem", "get_mem ns", "bytes", "allocs",
+	pr_info("%8s %6s %4s | %10s %6s %6s %10s | %9s | %10s %6s %6s %6s | %10s %5s | %6s %6s %7s %7s\n",
+		"size", "ranges", "mem", "get_mem ns", "bytes", "allocs", "add1 ns",
 		"shared ns", "sg ns", "nents", "bytes", "allocs", "sg+dma ns",
 		"dsegs", "sg x", "sh x", "dma x", "bytes x");
 	for (i = 0; i < nr_rows; i++) {
@@ -704,10 +819,10 @@ static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 			strscpy(dn, "-");
 			strscpy(dx, "-");
 		}
-		pr_info("%8s %6u %4s | %10llu %6zu %6u | %9llu | %10llu %6u %6zu %6u | %10s %5s | %6s %6s %7s %7s\n",
+		pr_info("%8s %6u %4s | %10llu %6zu %6u %10llu | %9llu | %10llu %6u %6zu %6u | %10s %5s | %6s %6s %7s %7s\n",
 			bench_size_str(r->size, s, sizeof(s)), r->nr_ranges,
 			r->cpu ? "cpu" : "mmio",
-			r->mem.median, r->mem_bytes, r->mem_allocs,
+			r->mem.median, r->mem_bytes, r->mem_allocs, r->add1.median,
 			r->shared.median,
 			r->sg.median, r->sg_nents, r->sg_bytes, r->sg_allocs,
 			dns, dn,
@@ -721,13 +836,17 @@ static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 
 		if (r->has_sgd)
 			snprintf(dns, sizeof(dns), "%llu", r->sgd.median);
-		pr_info("row size=%llu ranges=%u memory=%s mem_ns=%llu mem_ns_min=%llu mem_ns_max=%llu mem_iters=%u mem_bytes=%zu mem_allocs=%u shared_ns=%llu shared_ns_min=%llu shared_ns_max=%llu shared_iters=%u sg_ns=%llu sg_ns_min=%llu sg_ns_max=%llu sg_iters=%u sg_nents=%u sg_bytes=%zu sg_allocs=%u sgd_ns=%s sgd_ns_min=%llu sgd_ns_max=%llu sgd_iters=%u sgd_batches=%u sgd_nents=%u\n",
+		pr_info("row size=%llu ranges=%u memory=%s mem_ns=%llu mem_ns_min=%llu mem_ns_max=%llu mem_iters=%u mem_batches=%u mem_bytes=%zu mem_allocs=%u add1_ns=%llu add1_ns_min=%llu add1_ns_max=%llu add1_iters=%u add1_batches=%u shared_ns=%llu shared_ns_min=%llu shared_ns_max=%llu shared_iters=%u shared_batches=%u sg_ns=%llu sg_ns_min=%llu sg_ns_max=%llu sg_iters=%u sg_batches=%u sg_nents=%u sg_bytes=%zu sg_allocs=%u sgd_ns=%s sgd_ns_min=%llu sgd_ns_max=%llu sgd_iters=%u sgd_batches=%u sgd_nents=%u\n",
 			r->size, r->nr_ranges, r->cpu ? "cpu" : "mmio",
 			r->mem.median, r->mem.min,
-			r->mem.max, r->mem.iters, r->mem_bytes, r->mem_allocs,
+			r->mem.max, r->mem.iters, r->mem.batches, r->mem_bytes,
+			r->mem_allocs,
+			r->add1.median, r->add1.min, r->add1.max,
+			r->add1.iters, r->add1.batches,
 			r->shared.median, r->shared.min, r->shared.max,
-			r->shared.iters,
+			r->shared.iters, r->shared.batches,
 			r->sg.median, r->sg.min, r->sg.max, r->sg.iters,
+			r->sg.batches,
 			r->sg_nents, r->sg_bytes, r->sg_allocs,
 			r->has_sgd ? dns : "-", r->sgd.min, r->sgd.max,
 			r->sgd.iters, r->sgd.batches, r->sgd_nents);
@@ -741,7 +860,7 @@ static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 		fast_dma, fast_dma_shared, nr_dma);
 	pr_info("goal get_memory <= 1/2 the bytes: %u of %u rows\n", small, nr_rows);
 	/* Flat in size: per range count, slowest over fastest size. */
-	for (j = 0; j < ARRAY_SIZE(bench_nr_ranges); j++) {
+	for (j = 0; j < ARRAY_SIZE(bench_flat_ranges); j++) {
 		u64 mem_lo = U64_MAX, mem_hi = 0, sg_lo = U64_MAX, sg_hi = 0;
 		u64 sh_lo = U64_MAX, sh_hi = 0;
 		unsigned int n = 0;
@@ -749,7 +868,7 @@ static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 		for (i = 0; i < nr_rows; i++) {
 			const struct bench_row *r = &rows[i];
 
-			if (r->nr_ranges != bench_nr_ranges[j])
+			if (r->nr_ranges != bench_flat_ranges[j])
 				continue;
 			mem_lo = min(mem_lo, r->mem.median);
 			mem_hi = max(mem_hi, r->mem.median);
@@ -762,7 +881,7 @@ static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 		if (n < 2)
 			continue;
 		pr_info("flat in size, %u ranges, %u sizes: slowest/fastest get_memory built %s, shared %s, map_attachment %s\n",
-			bench_nr_ranges[j], n,
+			bench_flat_ranges[j], n,
 			bench_ratio_str(mem_hi, mem_lo, tx, sizeof(tx)),
 			bench_ratio_str(sh_hi, sh_lo, hx, sizeof(hx)),
 			bench_ratio_str(sg_hi, sg_lo, bx, sizeof(bx)));
@@ -802,7 +921,7 @@ static struct device *bench_device(struct pci_dev **pdev,
 
 static int __init dmabuf_bench_init(void)
 {
-	unsigned int i, j, n = 0, order = BENCH_BLOCK_ORDER;
+	unsigned int i, n = 0, order = BENCH_BLOCK_ORDER;
 	struct bench_time kmalloc_time;
 	struct faux_device *fdev;
 	struct pci_dev *pdev;
@@ -828,22 +947,17 @@ static int __init dmabuf_bench_init(void)
 	else
 		pr_info("no block of real memory: no sg+dma column\n");
 
-	for (i = 0; i < ARRAY_SIZE(bench_sizes) && !ret; i++) {
-		for (j = 0; j < ARRAY_SIZE(bench_nr_ranges) && !ret; j++) {
-			struct bench_row *row = &bench_rows[n];
+	for (i = 0; i < ARRAY_SIZE(bench_cases) && !ret; i++) {
+		struct bench_row *row = &bench_rows[n];
 
-			/* No range shorter than a page. */
-			if (bench_nr_ranges[j] > bench_sizes[i] >> PAGE_SHIFT)
-				continue;
-			row->size = bench_sizes[i];
-			row->nr_ranges = bench_nr_ranges[j];
-			ret = bench_row(dev, block, order, dma_ok, row);
-			if (ret)
-				pr_err("%llu bytes in %u ranges: error %d\n",
-				       row->size, row->nr_ranges, ret);
-			else
-				n++;
-		}
+		row->size = bench_cases[i].size;
+		row->nr_ranges = bench_cases[i].nr_ranges;
+		ret = bench_row(dev, block, order, dma_ok, row);
+		if (ret)
+			pr_err("%llu bytes in %u ranges: error %d\n",
+			       row->size, row->nr_ranges, ret);
+		else
+			n++;
 	}
 	if (block)
 		__free_pages(block, order);
@@ -865,6 +979,8 @@ static int __init dmabuf_bench_init(void)
 		return 0;
 	}
 	bench_print(bench_rows, n, &kmalloc_time);
+	if (bench_breakdown())
+		pr_err("parts of a shared get+put: failed\n");
 	pr_info("done\n");
 	return 0;
 }

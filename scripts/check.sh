@@ -47,9 +47,10 @@ host_tests() {
 	grep -q '^test result:' "$OUT/cargo-test.log" || { failed=$((failed + 1)); return 1; }
 
 	# The runner's own tests (can it tell a failing guest run from a good
-	# one?) and make rust-analyzer's.
+	# one?), make rust-analyzer's and make bench's report's.
 	DMABUF_KUNIT_PY="$CACHE/linux/tools/testing/kunit/kunit.py" \
 		python3 -m unittest "$TOP/scripts/test_analyze.py" "$TOP/scripts/test_rust_analyzer.py" \
+		"$TOP/scripts/test_bench_report.py" \
 		> "$OUT/test-analyze.log" 2>&1
 	local ran bad sk
 	ran=$(sed -n 's/^Ran \([0-9]*\) tests\? .*/\1/p' "$OUT/test-analyze.log")

@@ -8,7 +8,8 @@ BINDGEN_VERSION=0.72.1
 
 PKGS=(clang-19 lld-19 llvm-19 libclang-19-dev flex bison bc libelf-dev
       libssl-dev cpio kmod dwarves rsync busybox-static qemu-system-x86
-      libcap-dev python3 python3-ply python3-git xz-utils git make gcc libc6-dev musl-tools)
+      libcap-dev python3 python3-ply python3-git xz-utils git make gcc libc6-dev musl-tools
+      python3-sphinx graphviz)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -5,11 +5,16 @@
 #                         `series` = pristine + patches/*.patch, and the Rust
 #                         overlay (rust/ of this repo) copied in as new files.
 #   $CACHE/build-<kver>   O= build tree, one per kernel version; .config-key
-#                         records the config fragment it was configured from.
+#                         records the config fragments it was configured from.
+#   $CACHE/build-<kver>-production  the same for DMABUF_FLAVOUR=production:
+#                         kernel/production.fragment merged after the test
+#                         kernel's fragment (make bench's second kernel).
 #   $CACHE/build-<kver>/.stamp  hash of version + series + overlay + config of
 #                         the last good build: equal means nothing to do.
 #
-# Prints the path of the build tree on stdout.
+# Prints the path of the build tree on stdout; with --tree-only, applies the
+# series and the overlay, skips configuring and building, and prints the
+# source tree's path.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -17,7 +22,13 @@ set -euo pipefail
 cpu_lock
 "$TOP/scripts/fetch-kernel.sh"
 TREE="$CACHE/linux"
-FRAGMENT="$TOP/kernel/config.fragment"
+FLAVOUR=${DMABUF_FLAVOUR:-test}
+FRAGMENTS=("$TOP/kernel/config.fragment")
+case "$FLAVOUR" in
+test) suffix= ;;
+production) FRAGMENTS+=("$TOP/kernel/production.fragment") suffix=-production ;;
+*) die "DMABUF_FLAVOUR=$FLAVOUR: test or production" ;;
+esac
 cd "$TREE"
 
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
@@ -57,22 +68,27 @@ for f in $(overlay_files); do
 	cmp -s "$TOP/rust/$f" "rust/$f" || cp "$TOP/rust/$f" "rust/$f"
 done
 
+if [ "${1:-}" = --tree-only ]; then
+	echo "$TREE"
+	exit 0
+fi
+
 # --- 3. config ------------------------------------------------------------
 # One build tree per kernel version. A changed fragment regenerates .config
 # in place; kbuild then rebuilds only what depends on the options that
 # changed (include/config/ + fixdep), and every object whose flags changed.
 kver=$(make -s kernelversion)
-config_key=$(printf '%s %s' "$kver" "$(hash_of "$FRAGMENT")" | sha256sum | cut -c1-12)
-B="$CACHE/build-$kver"
+config_key=$(printf '%s %s' "$kver" "$(hash_of "${FRAGMENTS[@]}")" | sha256sum | cut -c1-12)
+B="$CACHE/build-$kver$suffix"
 if [ "$(cat "$B/.config-key" 2>/dev/null)" != "$config_key" ] || [ ! -f "$B/.config" ]; then
-	log "config: tinyconfig + kernel/config.fragment in $B"
+	log "config: tinyconfig + ${FRAGMENTS[*]#$TOP/} in $B"
 	"${KMAKE[@]}" -s rustavailable >/dev/null ||
 		die "make LLVM=-19 rustavailable failed: run scripts/deps.sh"
 	mkdir -p "$B"
 	[ -f "$B/.config" ] && cp "$B/.config" "$B/.config.prev"
 	"${KMAKE[@]}" -s O="$B" tinyconfig >/dev/null
 	KCONFIG_CONFIG="$B/.config" scripts/kconfig/merge_config.sh -m -O "$B" \
-		"$B/.config" "$FRAGMENT" >/dev/null
+		"$B/.config" "${FRAGMENTS[@]}" >/dev/null
 	"${KMAKE[@]}" -s O="$B" olddefconfig >/dev/null
 	bad=0
 	while IFS= read -r line; do
@@ -83,14 +99,15 @@ if [ "$(cat "$B/.config-key" 2>/dev/null)" != "$config_key" ] || [ ! -f "$B/.con
 		else
 			grep -qx "$line" "$B/.config" || { echo "  $opt: wanted $val, got $(grep "^$opt=\|# $opt " "$B/.config" || echo unset)" >&2; bad=1; }
 		fi
-	done < "$FRAGMENT"
+	# The last fragment to set an option decides it.
+	done < <(cat "${FRAGMENTS[@]}" | awk -F= '/^CONFIG_/ { v[$1] = $0 } END { for (o in v) print v[o] }')
 	if [ $bad = 1 ]; then
 		[ -f "$B/.config.prev" ] && mv "$B/.config.prev" "$B/.config"
-		die "Kconfig refused part of kernel/config.fragment (see above)"
+		die "Kconfig refused part of ${FRAGMENTS[*]#$TOP/} (see above)"
 	fi
 	echo "$config_key" > "$B/.config-key"
 	for old in "$CACHE"/build-*; do	# trees of other kernel versions
-		[ "$old" = "$B" ] || rm -rf "$old"
+		case "$old" in "$CACHE/build-$kver" | "$CACHE/build-$kver-"*) ;; *) rm -rf "$old" ;; esac
 	done
 fi
 
@@ -106,5 +123,5 @@ else
 	echo "$stamp" > "$B/.stamp"
 	log "kernel: built $(cat .pristine-version) + series $series_hash"
 fi
-echo "$B" > "$CACHE/current-build"
+echo "$B" > "$CACHE/current-build$suffix"
 echo "$B"

@@ -59,6 +59,38 @@ kdoc() {
 }
 check "kernel-doc -Wall: no new warning in the files the series adds or changes" kernel-doc.log kdoc
 
+# The pages the series touches, rendered by Sphinx with the kernel's conf.py
+# (scripts/docs.sh: fails on any warning), then read back: what the series
+# exports and the uAPI it adds must be in them.
+check "sphinx-build -W: the kernel pages the series touches render with no warning" \
+	docs.log "$TOP/scripts/docs.sh" "$out/docs" "$TREE"
+html_text() { cat "$out"/docs/html/*/*.html "$out"/docs/html/*/*/*.html 2>/dev/null; }
+docs_exports() {	# every function the series exports from dma-buf has its entry
+	local s rc=0 ids
+	[ -f "$out/docs/html/index.html" ] || { echo "not rendered"; return 1; }
+	ids=$(html_text | grep -o 'id="c\.[A-Za-z0-9_]*"')
+	for s in $(git -C "$TREE" diff pristine series -- drivers/dma-buf |
+		grep -oP '^\+EXPORT_SYMBOL\w*\(\K\w+'); do
+		if grep -qx "id=\"c\.$s\"" <<<"$ids"; then echo "$s: documented"; else echo "$s: no entry"; rc=1; fi
+	done
+	return $rc
+}
+check "rendered docs: each function the series exports from drivers/dma-buf has a kernel-doc entry" \
+	docs-exports.log docs_exports
+docs_uapi() {	# every #define and struct field the series adds to the uAPI is described
+	local s rc=0 text
+	[ -f "$out/docs/html/index.html" ] || { echo "not rendered"; return 1; }
+	text=$(html_text | sed 's/<[^>]*>//g')
+	for s in $(git -C "$TREE" diff pristine series -- 'include/uapi/*' 'arch/*/include/uapi/*' |
+		sed -nE 's/^\+#define[[:space:]]+([A-Z0-9_]+).*/\1/p; s/^\+[[:space:]]+__[us][0-9]+[[:space:]]+([a-z0-9_]+);.*/\1/p' |
+		grep -v '^pad'); do
+		if grep -qw -- "$s" <<<"$text"; then echo "$s: described"; else echo "$s: not in the pages"; rc=1; fi
+	done
+	return $rc
+}
+check "rendered docs: each #define and field the series adds to the uAPI is described" \
+	docs-uapi.log docs_uapi
+
 rust_files=$(cd "$TOP" && ls rust/kernel/dma_buf/*.rs src/*.rs tests/kunit/*.rs tests/compile-fail/*.rs \
 	samples/rust/*.rs)
 check "rustfmt (kernel .rustfmt.toml): kernel::dma_buf, the module, its tests, the Rust samples" \

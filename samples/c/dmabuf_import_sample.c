@@ -143,7 +143,7 @@ static int sample_describe(struct dmabuf_import_sample_describe *desc)
 		ret = PTR_ERR(attach);
 		goto out_put;
 	}
-	desc->model = dma_buf_memory_model(dmabuf);
+	desc->model = dma_buf_model(dmabuf);
 
 	/* The memory is described, and stays valid, under the lock. */
 	ret = dma_resv_lock_interruptible(dmabuf->resv, NULL);

@@ -343,7 +343,7 @@ impl DmaBuf {
     /// Returns the memory model the exporter declared, [`None`] if it describes no memory.
     pub fn model(&self) -> Option<Model> {
         // SAFETY: By the type invariant `self.as_raw()` is valid.
-        Model::from_raw(unsafe { bindings::dma_buf_memory_model(self.as_raw()) })
+        Model::from_raw(unsafe { bindings::dma_buf_model(self.as_raw()) })
     }
 
     /// Returns the reservation object of the buffer.

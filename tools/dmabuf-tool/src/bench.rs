@@ -2,7 +2,7 @@
 //! importing VFIO dma-bufs through `dma_buf_get_memory()`:
 //!
 //! - IOMMU_IOAS_MAP_FILE + IOMMU_IOAS_UNMAP of the same 256 KiB of ivshmem's
-//!   BAR2 exported as 1, 8 or 64 ranges (spaced twice their length apart, so
+//!   BAR2 exported as 1 to 64 ranges (spaced twice their length apart, so
 //!   nothing can merge them), in an IOAS edu and ivshmem are attached to, so
 //!   every map fills a real intel-iommu page table. The goal: 64 ranges cost
 //!   at most 1.2 times one range.
@@ -39,7 +39,7 @@ const BAR2: u32 = 2;
 /// The bytes every MAP_FILE maps.
 const BYTES: u64 = 256 * KIB;
 /// Ranges the 256 KiB are split into.
-const RANGE_COUNTS: [usize; 3] = [1, 8, 64];
+const RANGE_COUNTS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
 const MAP_REPS: usize = 200;
 /// Untimed rounds before the timed ones (allocator caches, page tables).
 const WARMUP: usize = 10;
@@ -75,11 +75,13 @@ pub fn percentile(sorted: &[u64], p: u32) -> u64 {
     sorted[rank.min(sorted.len()) - 1]
 }
 
-/// Median and p90 of unsorted samples.
+/// Median, p90 and extremes of unsorted samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     pub median: u64,
     pub p90: u64,
+    pub min: u64,
+    pub max: u64,
 }
 
 impl Stats {
@@ -89,6 +91,8 @@ impl Stats {
         Stats {
             median: percentile(&s, 50),
             p90: percentile(&s, 90),
+            min: s.first().copied().unwrap_or(0),
+            max: s.last().copied().unwrap_or(0),
         }
     }
 }
@@ -458,10 +462,12 @@ fn print_rows(out: &mut Out<'_>, maps: &[MapRow], revokes: &[RevokeRow]) {
     for r in maps {
         out.line(&format!(
             "row map_file bytes={BYTES} ranges={} reps={MAP_REPS} pair_ns={} pair_p90_ns={} \
-             map_ns={} map_p90_ns={} unmap_ns={} unmap_p90_ns={}",
+             pair_min_ns={} pair_max_ns={} map_ns={} map_p90_ns={} unmap_ns={} unmap_p90_ns={}",
             r.ranges,
             r.pair.median,
             r.pair.p90,
+            r.pair.min,
+            r.pair.max,
             r.map.median,
             r.map.p90,
             r.unmap.median,
@@ -471,11 +477,13 @@ fn print_rows(out: &mut Out<'_>, maps: &[MapRow], revokes: &[RevokeRow]) {
     for r in revokes {
         out.line(&format!(
             "row revoke layout={} bytes={BYTES} importers={} reps={REVOKE_REPS} revoke_ns={} \
-             revoke_p90_ns={} restore_ns={} restore_p90_ns={}",
+             revoke_p90_ns={} revoke_min_ns={} revoke_max_ns={} restore_ns={} restore_p90_ns={}",
             r.layout.name(),
             r.importers,
             r.revoke.median,
             r.revoke.p90,
+            r.revoke.min,
+            r.revoke.max,
             r.restore.median,
             r.restore.p90
         ));
@@ -551,7 +559,9 @@ mod tests {
             st,
             Stats {
                 median: 20,
-                p90: 30
+                p90: 30,
+                min: 10,
+                max: 30
             }
         );
     }
@@ -560,6 +570,8 @@ mod tests {
         let st = Stats {
             median,
             p90: median,
+            min: median,
+            max: median,
         };
         RevokeRow {
             layout,

@@ -479,9 +479,10 @@ fn print_table(out: &mut Out<'_>, rows: &[Row]) {
 fn print_rows(out: &mut Out<'_>, rows: &[Row]) {
     for r in rows.iter().filter(|r| r.ok()) {
         let (min, median) = r.times();
+        let max = r.samples.iter().map(|s| s.ns).max().unwrap_or(0);
         out.line(&format!(
             "row kvm config={} pages={PAGES} reps={REPS} min_ns={min} median_ns={median} \
-             ns_per_page={} pages_4k={} pages_2m={}",
+             max_ns={max} ns_per_page={} pages_4k={} pages_2m={}",
             r.config.name(),
             median / u64::from(PAGES),
             r.p4k(),
@@ -796,12 +797,12 @@ mod tests {
         assert!(lines.contains(&"dma-buf / anonymous, 2M entries: dmabuf-1x2m / anon-thp = 0.50"));
         assert!(lines.contains(&"anon-thp: a 2M entry: yes"));
         assert!(lines.contains(
-            &"row kvm config=anon-4k pages=512 reps=3 min_ns=100 median_ns=200 ns_per_page=0 \
-              pages_4k=512 pages_2m=0"
+            &"row kvm config=anon-4k pages=512 reps=3 min_ns=100 median_ns=200 max_ns=300 \
+              ns_per_page=0 pages_4k=512 pages_2m=0"
         ));
         assert!(lines.contains(
             &"row kvm config=dmabuf-2x1m pages=512 reps=3 min_ns=250 median_ns=300 \
-              ns_per_page=0 pages_4k=512/511/512 pages_2m=0"
+              max_ns=400 ns_per_page=0 pages_4k=512/511/512 pages_2m=0"
         ));
         assert!(lines.contains(
             &"row kvm_ratio dmabuf=dmabuf-1x2m anon=anon-thp x=0.50 entries=2M anon_entries=2M \
