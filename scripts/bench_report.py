@@ -294,6 +294,13 @@ def plot(outdir, runs):
             xs, ys = sweep(run.module, 'size', SWEEP_SIZE, prefix, 'ranges')
             if xs:
                 ax.plot(xs, ys, marker='o', label=case)
+        # Ranges longer than the bench's real block are fake P2P MMIO: no
+        # RAM check per range, no sg+dma.
+        mmio = [int(r['ranges']) for r in run.module
+                if int(r['size']) == SWEEP_SIZE and r.get('memory') == 'mmio']
+        if mmio:
+            ax.axvspan(min(mmio) / 1.5, max(mmio) * 1.5, color='grey', alpha=0.12,
+                       label='P2P MMIO ranges (else CPU)')
 
     figure('ranges.png', 'dma_buf_get_memory() against dma_buf_map_attachment(): '
            '1 GiB by range count', ranges, 'ranges', 'ns per call pair (median)', logx=2)
