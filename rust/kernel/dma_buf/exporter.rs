@@ -209,13 +209,13 @@ impl<T: Exporter> ExporterVTable<T> {
         // SAFETY: The buffer of an attachment is not released while the attachment exists.
         let inner = unsafe { Self::data(attach.dma_buf().as_raw()) };
 
-        // SAFETY: By the safety requirements the reservation lock is held, so by the type
-        // invariant of `ExportData` no one changes `state`.
-        //
         // The borrow is for as long as importers use the description, past the lock: `state`
         // and `data` are only dropped at release, after every attachment detached, which puts
         // every description; and `state` only changes in `Exported::move_memory`, after every
         // importer was invalidated, when by the C contract no importer uses a range anymore.
+        //
+        // SAFETY: By the safety requirements the reservation lock is held, so by the type
+        // invariant of `ExportData` no one changes `state`.
         let state = unsafe { &*inner.state.get() };
 
         let built = inner.data.get_memory(state, attach, MemoryBuilder::new())?;
