@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build what runs in the guest against the patched kernel in $KBUILD: the
 # out-of-tree modules (the Rust module, the C sample, the benchmark, the
-# stress suite), the static userspace tool, the upstream iommufd, udmabuf and KVM selftests;
+# stress suite), the static userspace tool, the upstream iommufd (and its
+# fail-nth), udmabuf and KVM selftests;
 # then pack them with guest/init into OUT/initramfs.cpio.gz.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -34,7 +35,7 @@ selftest() {
 }
 
 log "selftests: iommufd, drivers/dma-buf (udmabuf) (static, patched headers)"
-selftest iommu USERLDFLAGS iommufd
+selftest iommu USERLDFLAGS iommufd iommufd_fail_nth
 selftest drivers/dma-buf LDFLAGS udmabuf
 st="$CACHE/selftests/iommu" dst="$CACHE/selftests/drivers/dma-buf"
 
@@ -55,6 +56,7 @@ kst="$CACHE/selftests/kvm"
 	"$TOP/samples/rust/rust_dmabuf_bar_exporter.ko:lib/modules/rust_dmabuf_bar_exporter.ko" \
 	"$tool:bin/dmabuf-tool" \
 	"$st/iommufd:bin/iommufd" \
+	"$st/iommufd_fail_nth:bin/iommufd_fail_nth" \
 	"$dst/udmabuf:bin/udmabuf" \
 	"$kst/set_memory_region_test:bin/set_memory_region_test" \
 	"$kst/guest_memfd_test:bin/guest_memfd_test"

@@ -32,37 +32,19 @@ use crate::story::{no_fd_left, open_fds};
 use crate::sys;
 use crate::vfio::{VfioDevice, PCI_COMMAND_MEMORY};
 
-/// `KVM_MEM_DMABUF` (include/uapi/linux/kvm.h of the series): kvm-bindings
-/// 0.14 predates it.
-pub const KVM_MEM_DMABUF: u32 = 1 << 3;
-/// `KVM_CAP_DMABUF_MEMSLOT`, the next capability after
-/// `KVM_CAP_ARM_PMU_V3_STRICT` (251).
-pub const KVM_CAP_DMABUF_MEMSLOT: u32 = 252;
+pub use crate::uapi::{KVM_CAP_DMABUF_MEMSLOT, KVM_MEM_DMABUF};
 
-/// `struct kvm_userspace_memory_region2` as the series defines it: `pad1`
-/// became `dmabuf_fd` and `pad2[0]` `dmabuf_offset`. kvm-bindings only has
-/// the padding, so the fields are written here, once, and converted to the
-/// crate's struct for `VmFd::set_user_memory_region2()`; the assertions below
-/// keep both layouts identical.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct MemoryRegion2 {
-    pub slot: u32,
-    pub flags: u32,
-    pub guest_phys_addr: u64,
-    pub memory_size: u64,
-    pub userspace_addr: u64,
-    pub guest_memfd_offset: u64,
-    pub guest_memfd: u32,
-    pub dmabuf_fd: u32,
-    pub dmabuf_offset: u64,
-    pub pad2: [u64; 13],
-}
+/// `struct kvm_userspace_memory_region2` as the series defines it, generated
+/// from the patched kernel's `linux/kvm.h` (build.rs): `pad1` became
+/// `dmabuf_fd` and `pad2[0]` `dmabuf_offset`. kvm-bindings 0.14 predates them
+/// and has only the padding, so a region is converted to the crate's struct
+/// for `VmFd::set_user_memory_region2()`; the assertions below keep both
+/// layouts identical.
+pub type MemoryRegion2 = crate::uapi::kvm_userspace_memory_region2;
 
 const _: () = {
     type K = kvm_userspace_memory_region2;
     assert!(size_of::<MemoryRegion2>() == size_of::<K>());
-    assert!(size_of::<MemoryRegion2>() == 160);
     assert!(offset_of!(MemoryRegion2, userspace_addr) == offset_of!(K, userspace_addr));
     assert!(offset_of!(MemoryRegion2, guest_memfd_offset) == offset_of!(K, guest_memfd_offset));
     assert!(offset_of!(MemoryRegion2, guest_memfd) == offset_of!(K, guest_memfd));

@@ -26,6 +26,7 @@ mod story;
 mod stress;
 mod sys;
 mod tap;
+mod uapi;
 mod udmabuf;
 mod vfio;
 
