@@ -12,9 +12,10 @@
  * map_dma_buf, from a description it builds for the call, and the others
  * from one it built and sealed once per generation (dma_buf_memory_share()).
  * One case per model, and one with all three buffers at once. A case runs
- * for "ops" operations or "seconds" seconds, whichever comes first (module
- * parameters), prints how many operations ran and how fast, and fails if
- * fewer than "min_ops" did.
+ * until its threads have done "ops" operations (module parameter; the four
+ * cases' defaults add up to 10^5) and prints how fast they went. How fast is
+ * reported, never judged: "seconds" only bounds a case that hangs or
+ * livelocks, and a case stopped by it fails.
  *
  * The rules under test, each checked where it can be seen to break:
  *
@@ -82,17 +83,13 @@
 #include <linux/scatterlist.h>
 #include <linux/sizes.h>
 
-static unsigned int stress_seconds = 20;
+static unsigned long stress_ops = 25000;
+module_param_named(ops, stress_ops, ulong, 0444);
+MODULE_PARM_DESC(ops, "Operations each case runs (default: 25000)");
+
+static unsigned int stress_seconds = 300;
 module_param_named(seconds, stress_seconds, uint, 0444);
-MODULE_PARM_DESC(seconds, "Longest run of one case, in seconds (default: 20)");
-
-static unsigned long stress_max_ops = 100000;
-module_param_named(ops, stress_max_ops, ulong, 0444);
-MODULE_PARM_DESC(ops, "Operations after which a case stops (default: 100000)");
-
-static unsigned long stress_min_ops = 10000;
-module_param_named(min_ops, stress_min_ops, ulong, 0444);
-MODULE_PARM_DESC(min_ops, "Fewest operations a case must run to pass (default: 10000)");
+MODULE_PARM_DESC(seconds, "Time after which a case that has not finished fails (default: 300)");
 
 #define STRESS_SIZE		(8 * PAGE_SIZE)
 /* Each generation's ranges start in the next of 4 slots of 16 pages. */
@@ -1076,7 +1073,7 @@ static void stress_run(struct kunit *test, unsigned int models,
 			started = stress_start(sc, stress_mover, sc->exp[i]);
 	}
 	while (started && time_before(jiffies, deadline) &&
-	       atomic_long_read(&sc->ops) < stress_max_ops)
+	       atomic_long_read(&sc->ops) < stress_ops)
 		msleep(50);
 	WRITE_ONCE(sc->stop, true);
 	for (i = 0; i < sc->nr_threads; i++)
@@ -1095,8 +1092,8 @@ static void stress_run(struct kunit *test, unsigned int models,
 	for (i = 0; i < STRESS_NR_RULES; i++)
 		KUNIT_EXPECT_EQ_MSG(test, atomic_read(&sc->broken[i]), 0,
 				    "broken: %s", stress_rule_names[i]);
-	KUNIT_EXPECT_GE_MSG(test, total, stress_min_ops,
-			    "too few operations in %lld ms", ms);
+	KUNIT_EXPECT_GE_MSG(test, total, stress_ops,
+			    "stopped after %lld ms: hang or livelock?", ms);
 	stress_expect_balance(test, sc, n);
 }
 
