@@ -56,6 +56,11 @@
  * ranges spread, with a gap after each, over a window at 1 TiB where the
  * guest has nothing, and have no sg+dma column.
  *
+ * Then, beside it, the IOMMU driver's own cost per physically discontiguous
+ * run, the unit iommufd maps a dma-buf in: iommu_map() of 256 KiB of the
+ * block into a paging domain of pci-testdev as one run and as 64 runs of a
+ * page, each followed by one iommu_unmap() (bench_iommu()).
+ *
  * Times are medians over batches of back-to-back calls with the
  * reservation lock held around each batch, as importers hold it around
  * these calls. Bytes are what the description holds while it exists, in
@@ -774,6 +779,83 @@ static int bench_breakdown(void)
 	return ret;
 }
 
+/*
+ * What the IOMMU driver alone costs per physically discontiguous run, the
+ * unit iommufd maps a dma-buf in (batch_to_domain(): one iommu_map() per
+ * run): BENCH_IOMMU_BYTES of the block mapped at one IOVA range of a paging
+ * domain of pci-testdev that no device is attached to (nothing can DMA
+ * through it), as one run or as BENCH_IOMMU_RUNS runs of a page each with a
+ * page between them, and unmapped with one iommu_unmap(), as iommufd unmaps
+ * an area. The IOMMU page table gets the same number of PTEs either way.
+ */
+#define BENCH_IOMMU_BYTES	SZ_256K
+#define BENCH_IOMMU_RUNS	(BENCH_IOMMU_BYTES / PAGE_SIZE)
+#define BENCH_IOMMU_IOVA	SZ_16M
+#define BENCH_IOMMU_PROT	(IOMMU_READ | IOMMU_WRITE | IOMMU_MMIO)
+
+static const unsigned int bench_iommu_nr_runs[] = { 1, BENCH_IOMMU_RUNS };
+static struct bench_time bench_iommu_times[ARRAY_SIZE(bench_iommu_nr_runs)];
+static struct iommu_domain *bench_iommu_domain;
+static phys_addr_t bench_iommu_phys;
+static unsigned int bench_iommu_runs;
+
+static int bench_iommu_map_unmap(struct dma_buf_attachment *attach)
+{
+	size_t len = BENCH_IOMMU_BYTES / bench_iommu_runs;
+	unsigned int i;
+	int ret = 0;
+
+	for (i = 0; i < bench_iommu_runs; i++) {
+		ret = iommu_map(bench_iommu_domain, BENCH_IOMMU_IOVA + i * len,
+				bench_iommu_phys + 2 * i * len, len,
+				BENCH_IOMMU_PROT, GFP_KERNEL_ACCOUNT);
+		if (ret)
+			break;
+	}
+	/* Runs 0 to i - 1 are mapped. */
+	if (i && iommu_unmap(bench_iommu_domain, BENCH_IOMMU_IOVA,
+			     i * len) != i * len && !ret)
+		ret = -EIO;
+	return ret;
+}
+
+/* Needs 2 * BENCH_IOMMU_BYTES of real memory at @phys. */
+static int bench_iommu(struct device *dev, phys_addr_t phys)
+{
+	unsigned int i;
+	int ret = 0;
+
+	bench_iommu_domain = iommu_paging_domain_alloc(dev);
+	if (IS_ERR(bench_iommu_domain))
+		return PTR_ERR(bench_iommu_domain);
+	bench_iommu_phys = phys;
+	for (i = 0; i < ARRAY_SIZE(bench_iommu_nr_runs) && !ret; i++) {
+		bench_iommu_runs = bench_iommu_nr_runs[i];
+		ret = bench_time(NULL, bench_iommu_map_unmap,
+				 &bench_iommu_times[i]);
+	}
+	iommu_domain_free(bench_iommu_domain);
+	bench_iommu_domain = NULL;
+	return ret;
+}
+
+static void bench_iommu_print(void)
+{
+	const struct bench_time *one = &bench_iommu_times[0];
+	const struct bench_time *many = &bench_iommu_times[1];
+	unsigned int i;
+
+	pr_info("iommu_map()+iommu_unmap() of %u KiB, paging domain of pci-testdev with no device attached: 1 run %llu ns, %lu runs %llu ns (%lld ns per extra run)\n",
+		BENCH_IOMMU_BYTES / SZ_1K, one->median, BENCH_IOMMU_RUNS,
+		many->median, div_s64((s64)(many->median - one->median),
+				      BENCH_IOMMU_RUNS - 1));
+	for (i = 0; i < ARRAY_SIZE(bench_iommu_nr_runs); i++)
+		pr_info("row iommu runs=%u bytes=%u ns=%llu ns_min=%llu ns_max=%llu iters=%u batches=%u\n",
+			bench_iommu_nr_runs[i], BENCH_IOMMU_BYTES, bench_iommu_times[i].median,
+			bench_iommu_times[i].min, bench_iommu_times[i].max,
+			bench_iommu_times[i].iters, bench_iommu_times[i].batches);
+}
+
 static void bench_print(const struct bench_row *rows, unsigned int nr_rows,
 			const struct bench_time *kmalloc_time)
 {
@@ -927,7 +1009,7 @@ static int __init dmabuf_bench_init(void)
 	struct pci_dev *pdev;
 	struct device *dev;
 	struct page *block;
-	bool dma_ok;
+	bool dma_ok, iommu_ok = false;
 	int ret = 0;
 
 	/* The device to attach with; nothing DMAs. */
@@ -959,6 +1041,12 @@ static int __init dmabuf_bench_init(void)
 		else
 			n++;
 	}
+	if (!ret && block && dma_ok &&
+	    PAGE_SIZE << order >= 2 * BENCH_IOMMU_BYTES) {
+		iommu_ok = !bench_iommu(dev, page_to_phys(block));
+		if (!iommu_ok)
+			pr_err("iommu_map() of pci-testdev's paging domain: failed\n");
+	}
 	if (block)
 		__free_pages(block, order);
 	if (fdev)
@@ -979,6 +1067,8 @@ static int __init dmabuf_bench_init(void)
 		return 0;
 	}
 	bench_print(bench_rows, n, &kmalloc_time);
+	if (iommu_ok)
+		bench_iommu_print();
 	if (bench_breakdown())
 		pr_err("parts of a shared get+put: failed\n");
 	pr_info("done\n");

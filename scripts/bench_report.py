@@ -9,7 +9,8 @@ Three benchmarks ran in each guest, each printing "row key=value ..." lines:
 
   bench          bench/dmabuf_bench.ko: dma_buf_get_memory() built per call
                  (get_memory), shared, and dma_buf_map_attachment() without
-                 (sg) and with (sg+dma) the DMA mapping, by size and ranges
+                 (sg) and with (sg+dma) the DMA mapping, by size and ranges;
+                 iommu_map()+iommu_unmap() alone by discontiguous runs
   iommufd_bench  dmabuf-tool bench: IOMMU_IOAS_MAP_FILE + UNMAP by range
                  count, revoke latency by importer count
   kvm_bench      dmabuf-tool kvm-bench: an L2 guest's first touch of a 2 MiB
@@ -70,6 +71,8 @@ class Run:
         self.module = [r for r in rows if r['row'] == '']
         # The parts of a shared get+put, each timed alone.
         self.parts = [r for r in rows if r['row'] == 'part']
+        # iommu_map()+iommu_unmap() alone, by physically discontiguous runs.
+        self.iommu = [r for r in rows if r['row'] == 'iommu']
         self.tally.add('bench', 'insmod succeeds', rc == 0, f'rc={rc}')
         self.tally.add('bench', 'benchmark finished', 'done' in self.module_text and self.module,
                        '\n'.join(self.module_text[-20:]))
@@ -115,6 +118,11 @@ class Run:
             out.append(dict(zip(CSV_FIELDS, (
                 self.kernel, f'part:{r["name"]}', '', num(r['ns']), num(r.get('ns_min')),
                 num(r.get('ns_max')), num(r.get('batches')), num(r.get('iters'))))))
+        for r in self.iommu:
+            out.append(dict(zip(CSV_FIELDS, (
+                self.kernel, 'iommu_map+unmap', f'bytes={r["bytes"]} runs={r["runs"]}',
+                num(r['ns']), num(r.get('ns_min')), num(r.get('ns_max')), num(r.get('batches')),
+                num(r.get('iters'))))))
         for r in self.map_file:
             out.append(dict(zip(CSV_FIELDS, (
                 self.kernel, 'iommufd_map_file+unmap', f'bytes={r["bytes"]} ranges={r["ranges"]}',
@@ -204,6 +212,29 @@ def breakdown(run):
         return None
     parts = ', '.join(f'{p["name"]} {p["ns"]}' for p in run.parts)
     return f'shared get+put {row["shared_ns"]} ns (1 GiB, 1 range); its parts alone, ns: {parts}'
+
+
+def per_extra(rows, count, ns):
+    """(first count, last count, ns per extra unit) of rows sorted by `count`."""
+    pts = sorted((int(r[count]), num(r[ns])) for r in rows if num(r.get(ns)) is not None)
+    if len(pts) < 2 or pts[-1][0] == pts[0][0]:
+        return None
+    (c0, t0), (c1, t1) = pts[0], pts[-1]
+    return c0, c1, (t1 - t0) / (c1 - c0)
+
+
+def iommufd_breakdown(run):
+    """MAP_FILE's cost per extra range beside the IOMMU driver's per extra run."""
+    mf = per_extra(run.map_file, 'ranges', 'pair_ns')
+    mp = per_extra(run.map_file, 'ranges', 'map_ns')
+    io = per_extra(run.iommu, 'runs', 'ns')
+    if mf is None or io is None:
+        return None
+    text = (f'iommufd MAP_FILE+UNMAP {mf[2]:.0f} ns per extra range ({mf[0]} to {mf[1]} ranges'
+            + (f'; map alone {mp[2]:.0f}' if mp else '') + f'); iommu_map()+iommu_unmap() '
+            f'alone {io[2]:.0f} ns per extra run ({io[0]} to {io[1]} runs): '
+            f'{max(mf[2] - io[2], 0):.0f} ns per range above the IOMMU driver')
+    return text
 
 
 def per_importer(rows):
@@ -372,9 +403,9 @@ def main(argv):
         print(f'=== goals, {run.kernel} kernel (ratios within its run) ===')
         for text, met in goals(run):
             print(f'{"met    " if met else "NOT met"}  {text}')
-        b = breakdown(run)
-        if b:
-            print(f'         {b}')
+        for b in (breakdown(run), iommufd_breakdown(run)):
+            if b:
+                print(f'         {b}')
     passed = failed = 0
     for run in runs:
         for source, name, detail in run.tally.failures:

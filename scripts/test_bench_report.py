@@ -150,6 +150,23 @@ class ReportTest(unittest.TestCase):
         self.assertTrue(lines[-1].startswith('   1 MiB'))
         self.assertIn(' ' * 50 + '|', lines[-1])   # no debug row of that size
 
+    def test_iommu_breakdown(self):
+        iommu = [f'dmabuf-bench: row iommu runs={n} bytes=262144 ns={ns} ns_min={ns - 5} '
+                 f'ns_max={ns + 5} iters=128 batches=15' for n, ns in ((1, 2000), (64, 8300))]
+        run = self.run_of(results([module_row(G, 1, 100, 10, 200)] + iommu,
+                                  [map_row(1, 10000), map_row(64, 41500)]))
+        m = [r for r in run.measurements() if r['case'] == 'iommu_map+unmap']
+        self.assertEqual([(r['params'], r['median_ns'], r['samples'], r['calls_per_sample'])
+                          for r in m], [('bytes=262144 runs=1', 2000, 15, 128),
+                                        ('bytes=262144 runs=64', 8300, 15, 128)])
+        # (41500 - 10000) / 63 = 500 per range, (8300 - 2000) / 63 = 100 per run.
+        self.assertEqual(bench_report.iommufd_breakdown(run),
+                         'iommufd MAP_FILE+UNMAP 500 ns per extra range (1 to 64 ranges; map '
+                         'alone 0); iommu_map()+iommu_unmap() alone 100 ns per extra run '
+                         '(1 to 64 runs): 400 ns per range above the IOMMU driver')
+        self.assertIsNone(bench_report.iommufd_breakdown(
+            self.run_of(results([module_row(G, 1, 100, 10, 200)], [map_row(1, 10000)]))))
+
     def test_per_importer(self):
         self.assertEqual(bench_report.per_importer([(0, 0), (8, 80), (64, 640)]),
                          ((8, 10.0), (64, 10.0)))
