@@ -173,6 +173,31 @@ def sections(results):
     return out
 
 
+SECTION = re.compile(r'^\[\s*(\d+\.\d+)\] dmabuf-test: section (\S+)( ends)?\s*$')
+
+
+def section_times(console):
+    """[(name, seconds or None)] of the sections guest/init timed in the kernel
+    log, in the order they began; None: began and never ended."""
+    began, took = {}, {}
+    for l in console:
+        m = SECTION.match(l)
+        if not m:
+            continue
+        t, name, end = float(m.group(1)), m.group(2), m.group(3)
+        if not end:
+            began[name] = t
+        elif name in began:
+            took[name] = t - began[name]
+    return [(n, took.get(n)) for n in sorted(began, key=began.get)]
+
+
+def format_section_times(times):
+    """One line for the report: how long each section took, guest clock."""
+    parts = [f'{n} {s:.0f}' if s is not None else f'{n} (no end)' for n, s in times]
+    return 'section times (s, guest clock): ' + ', '.join(parts)
+
+
 TAP_LINE = re.compile(r'^(not ok|ok)\s+(\d+)\s*(?:-\s*)?(.*)$')
 
 
@@ -269,6 +294,10 @@ def main():
               'no "### done" on the results port: timeout, panic or hang; console tail:\n'
               + '\n'.join(console[-40:]))
     scan_reports(console, tally, report)
+    # Timeouts and a slow machine show here first: which section ran long.
+    times = section_times(console)
+    if times:
+        report.append(format_section_times(times))
 
     for l in report:
         print('  ' + l)

@@ -394,6 +394,21 @@ class TestResults(Base):
         self.assertPasses(r, passed=CLEAN_PASSED - 1, skipped=1)
         self.assertIn('smoke: 2 passed, 0 failed, 1 skipped (rc=0)', r.out)
 
+    @analyzed(console(kernel=[
+        '[  200.000001] dmabuf-test: section iommufd_selftest',
+        '[  200.100000] dmabuf-test: section kvm_memslot_selftest',
+        '[  400.100000] dmabuf-test: section kvm_memslot_selftest ends',
+        '[  630.500000] dmabuf-test: section iommufd_selftest ends',
+        '[  631.000000] dmabuf-test: section kvm_gmem_selftest',
+    ]), results())
+    def test_section_times_are_reported_from_the_kernel_log(self, r):
+        # guest/init brackets each section with kmsg lines; the report says how
+        # long each took, in the order they began, and which never ended. The
+        # figures inform, they do not judge.
+        self.assertPasses(r)
+        self.assertIn('section times (s, guest clock): iommufd_selftest 430, '
+                      'kvm_memslot_selftest 200, kvm_gmem_selftest (no end)', r.out)
+
 
 @needs_kunit
 class TestKUnit(Base):
