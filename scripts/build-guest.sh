@@ -22,12 +22,19 @@ tool="$TOP/target/x86_64-unknown-linux-musl/release/dmabuf-tool"
 
 # selftest DIR LDVAR TARGET...: upstream selftests of DIR, static, built
 # against the patched kernel's uAPI headers, into $CACHE/selftests/DIR.
+# HARNESS=DIR (optional): with the kselftest harness in DIR instead of the
+# tree's, a dependency of the tests like the tree's (lib.mk appends its own
+# headers to LOCAL_HDRS from the environment).
 selftest() {
 	local dir=$1 ldvar=$2 out="$CACHE/selftests/$1" t
 	shift 2
 	mkdir -p "$out"
-	make -s -C "$TREE/tools/testing/selftests/$dir" OUTPUT="$out" \
-		KHDR_INCLUDES="-isystem $KBUILD/usr/include ${KHDR_EXTRA:-}" "$ldvar=-static" \
+	local khdr="-isystem $KBUILD/usr/include" hdrs=
+	if [ -n "${HARNESS:-}" ]; then
+		khdr+=" -iquote $HARNESS" hdrs="$HARNESS/kselftest_harness.h"
+	fi
+	LOCAL_HDRS="$hdrs" make -s -C "$TREE/tools/testing/selftests/$dir" OUTPUT="$out" \
+		KHDR_INCLUDES="$khdr" "$ldvar=-static" \
 		"${@/#/$out/}" 2>&1 | grep -v 'warning: Using .* in statically linked' >&2 || true
 	for t; do
 		[ -x "$out/$t" ] || die "$dir selftest $t did not build"
@@ -48,19 +55,19 @@ harness_copy() {
 		"$TREE/tools/testing/selftests/$h" > "$dir/$h.new"
 	grep -q "^#define TEST_TIMEOUT_DEFAULT $HARNESS_TIMEOUT\$" "$dir/$h.new" ||
 		die "$h: no TEST_TIMEOUT_DEFAULT 30 to raise"
-	# The harness is not a make dependency of the tests: rebuild them
-	# when the copy changes.
-	if ! cmp -s "$dir/$h.new" "$dir/$h"; then
+	# Replaced only when it changes: its mtime is what make rebuilds on.
+	if cmp -s "$dir/$h.new" "$dir/$h"; then
+		rm "$dir/$h.new"
+	else
 		mv "$dir/$h.new" "$dir/$h"
-		rm -f "$CACHE"/selftests/iommu/iommufd{,_fail_nth}
 	fi
-	rm -f "$dir/$h.new"
 	echo "$dir"
 }
 
 log "selftests: iommufd, drivers/dma-buf (udmabuf) (static, patched headers; iommufd's harness timeout ${HARNESS_TIMEOUT} s)"
+# (Assigned first: set -e stops the build if the copy cannot be made.)
 harness=$(harness_copy)
-KHDR_EXTRA="-iquote $harness" selftest iommu USERLDFLAGS iommufd iommufd_fail_nth
+HARNESS=$harness selftest iommu USERLDFLAGS iommufd iommufd_fail_nth
 selftest drivers/dma-buf LDFLAGS udmabuf
 st="$CACHE/selftests/iommu" dst="$CACHE/selftests/drivers/dma-buf"
 
