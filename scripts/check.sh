@@ -100,7 +100,7 @@ lint() {
 
 stage lint lint
 stage boot+tests guest_run check "$OUT/guest" \
-	sanitizers,insmod,rmmod,stress,rmmod_stress,samples,bind,smoke,kvm,udmabuf,bufinfo,fuzz,failnth,bar_exporter,iommufd_selftest,udmabuf_selftest,kvm_memslot_selftest,kvm_gmem_selftest,kmemleak \
+	sanitizers,insmod,rmmod,stress,rmmod_stress,samples,bind,smoke,kvm,udmabuf,bufinfo,fuzz,failnth,bar_exporter,iommufd_selftest,iommufd_fail_nth_selftest,udmabuf_selftest,kvm_memslot_selftest,kvm_gmem_selftest,kmemleak \
 	"${DMABUF_TIMEOUT:-2400}"
 # The device stress test boots on its own, with single-threaded TCG.
 stage stress-boot guest_run stress "$OUT/guest-stress" bind,device_stress,kmemleak 600 --no-kunit
