@@ -29,6 +29,7 @@ stage() {	# stage NAME CMD...: run a stage, record its time, stop on failure
 }
 
 finish() {
+	[ -z "$BESIDE" ] || collect
 	log "stage times:"
 	printf '  %s\n' "${TIMES[@]}" >&2
 	log "total $(( $(date +%s) - t0 ))s"
@@ -81,13 +82,42 @@ guest_run() {
 	return 0	# counted above; failures are reported in the final line
 }
 
-stage deps "$TOP/scripts/deps.sh"
-stage fetch "$TOP/scripts/fetch-kernel.sh"
-stage kernel "$TOP/scripts/kernel.sh" >/dev/null
-KBUILD=$(cat "$CACHE/current-build")
-export KBUILD
-stage module+tools "$TOP/scripts/build-guest.sh" "$OUT"
-stage host-tests host_tests
+# beside NAME:FUNC...: run these stages one after another in the background,
+# niced, beside the next foreground stage; `collect` waits for them, shows
+# their output and counts them.
+BESIDE= BESIDE_PID=
+beside() {
+	BESIDE="$*"
+	(
+		renice -n 10 -p $BASHPID >/dev/null
+		for st in "$@"; do
+			passed=0 failed=0 skipped=0
+			s=$(date +%s)
+			"${st#*:}" > "$OUT/${st%%:*}.stage.log" 2>&1
+			rc=$?
+			echo "$passed $failed $skipped $rc $(($(date +%s) - s))" > "$OUT/${st%%:*}.counts"
+		done
+	) &
+	BESIDE_PID=$!
+}
+
+collect() {
+	local st name p f sk rc secs
+	wait "$BESIDE_PID"
+	for st in $BESIDE; do
+		name=${st%%:*}
+		cat "$OUT/$name.stage.log" >&2
+		read -r p f sk rc secs < "$OUT/$name.counts" || { p=0 f=1 sk=0 rc=1 secs=0; }
+		passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + sk))
+		TIMES+=("$(printf '%-14s %5ss (beside the next)' "$name" "$secs")")
+		if [ "$rc" != 0 ]; then
+			log "stage '$name' failed (rc=$rc)"
+			failed=$((failed + 1))
+		fi
+	done
+	BESIDE=
+}
+
 lint() {
 	local p f
 	"$TOP/scripts/lint.sh" "$OUT/lint" 2>/dev/null | tee "$OUT/lint.tap"
@@ -95,13 +125,23 @@ lint() {
 	f=$(grep -c '^not ok ' "$OUT/lint.tap")
 	[ "$p" -gt 0 ] || f=$((f + 1))
 	passed=$((passed + p)) failed=$((failed + f))
-	return 0	# counted above; the guest tests run whatever lint says
+	return 0	# counted above
 }
 
-stage lint lint
+stage deps "$TOP/scripts/deps.sh"
+stage fetch "$TOP/scripts/fetch-kernel.sh"
+stage kernel "$TOP/scripts/kernel.sh" >/dev/null
+KBUILD=$(cat "$CACHE/current-build")
+export KBUILD
+stage module+tools "$TOP/scripts/build-guest.sh" "$OUT"
 stage boot+tests guest_run check "$OUT/guest" \
 	sanitizers,insmod,rmmod,stress,rmmod_stress,samples,bind,smoke,kvm,udmabuf,bufinfo,fuzz,failnth,bar_exporter,iommufd_selftest,iommufd_fail_nth_selftest,udmabuf_selftest,kvm_memslot_selftest,kvm_gmem_selftest,kmemleak \
 	"${DMABUF_TIMEOUT:-2400}"
-# The device stress test boots on its own, with single-threaded TCG.
+# The device stress test boots on its own, with single-threaded TCG: one
+# host thread, one core. The host tests and lint take the other, niced so
+# that the guest keeps its core.
+beside host-tests:host_tests lint:lint
 stage stress-boot guest_run stress "$OUT/guest-stress" bind,device_stress,kmemleak 600 --no-kunit
+TIMES+=("(stress-boot's time includes the stages beside it)")
+collect
 finish
