@@ -101,8 +101,8 @@ beside() {
 	BESIDE_PID=$!
 }
 
-collect() {
-	local st name p f sk rc secs
+collect() {	# fails if a stage beside failed
+	local st name p f sk rc secs bad=0
 	wait "$BESIDE_PID"
 	for st in $BESIDE; do
 		name=${st%%:*}
@@ -112,11 +112,14 @@ collect() {
 		TIMES+=("$(printf '%-14s %5ss (beside the next)' "$name" "$secs")")
 		if [ "$rc" != 0 ]; then
 			log "stage '$name' failed (rc=$rc)"
-			failed=$((failed + 1))
+			failed=$((failed + 1)) bad=1
 		fi
 	done
 	BESIDE=
+	return $bad
 }
+
+fetch_kernel() { "$TOP/scripts/fetch-kernel.sh"; }
 
 lint() {
 	local p f
@@ -128,8 +131,21 @@ lint() {
 	return 0	# counted above
 }
 
-stage deps "$TOP/scripts/deps.sh"
-stage fetch "$TOP/scripts/fetch-kernel.sh"
+# Unpacking the kernel source into a git tree takes a minute of CPU and
+# disk, installing packages mostly network: side by side when the fetch has
+# what it runs (on a bare machine deps may have to install it first).
+fetch_can_run() {
+	local c
+	for c in xz git tar make dpkg-deb apt-get; do command -v "$c" >/dev/null || return 1; done
+}
+if fetch_can_run; then
+	beside fetch:fetch_kernel
+	stage deps "$TOP/scripts/deps.sh"
+	collect || finish
+else
+	stage deps "$TOP/scripts/deps.sh"
+	stage fetch fetch_kernel
+fi
 stage kernel "$TOP/scripts/kernel.sh" >/dev/null
 KBUILD=$(cat "$CACHE/current-build")
 export KBUILD
