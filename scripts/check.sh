@@ -83,13 +83,16 @@ guest_run() {
 }
 
 # beside NAME:FUNC...: run these stages one after another in the background,
-# niced, beside the next foreground stage; `collect` waits for them, shows
-# their output and counts them.
+# niced and one job at a time (make, cargo), beside the next foreground
+# stage; `collect` waits for them, shows their output and counts them.
 BESIDE= BESIDE_PID=
 beside() {
+	local st
 	BESIDE="$*"
+	for st; do rm -f "$OUT/${st%%:*}.counts"; done	# no count of an earlier run
 	(
 		renice -n 10 -p $BASHPID >/dev/null
+		export DMABUF_JOBS=1 CARGO_BUILD_JOBS=1
 		for st in "$@"; do
 			passed=0 failed=0 skipped=0
 			s=$(date +%s)

@@ -6,7 +6,8 @@ CACHE=${DMABUF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dmabuf-memory}
 export PATH="$HOME/.cargo/bin:$PATH"
 export LIBCLANG_PATH=/usr/lib/llvm-19/lib
 # CLIPPY=1: every Rust object of the kernel and the modules goes through clippy.
-KMAKE=(make LLVM=-19 CLIPPY=1 -j"$(nproc)")
+# DMABUF_JOBS: how many jobs (check.sh's stages beside a QEMU run take one).
+KMAKE=(make LLVM=-19 CLIPPY=1 -j"${DMABUF_JOBS:-$(nproc)}")
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
